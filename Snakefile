@@ -1,0 +1,30 @@
+# Data selection for visual instruction tuning: score → select → train target → evaluate → tables/plots.
+# The embedded default runs on a laptop CPU in minutes; paper scale uses the same rules with another config:
+#   snakemake --cores all                                   (config/default.yaml)
+#   snakemake --cores all --configfile config/paper.yaml    (paper scale)
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config", "default.yaml")
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/selection.smk"
+include: "rules/target.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

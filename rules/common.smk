@@ -1,0 +1,70 @@
+# Shared helpers: method discovery, instance expansion, artifact paths, and the list of final outputs.
+import json
+import os
+import sys
+from pathlib import Path
+
+from selectbench.selection.registry import Instance, discover, expand, reference_method
+
+# Jobs call `python -m selectbench.cli`: without --use-conda that is the interpreter running Snakemake (its
+# bin folder goes first on PATH, so a virtual environment works unactivated); with it, the rule's conda env.
+shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
+THREADS = config["threads_per_job"]
+METHODS_DIR = str(Path(workflow.basedir) / "methods")
+AVAILABLE = discover(METHODS_DIR)
+REFERENCE = reference_method(AVAILABLE)
+INSTANCES = {i.label: i for i in expand(config["methods"], AVAILABLE)}
+INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))
+
+# Shared artifacts a method can require (selectbench.selection.base.ARTIFACTS): computed once per dataset.
+ARTIFACT_PATHS = {
+    "pool": "results/{dataset}/data",
+    "proxy_checkpoints": "results/{dataset}/proxy/finetune/checkpoints.json",
+}
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_-]+",
+    instance=r"[A-Za-z0-9_.=-]+",
+    ratio=r"[0-9.]+",
+    seed=r"[0-9]+",
+    role=r"proxy|target",
+
+
+def fmt_ratio(ratio):
+    return f"{float(ratio):g}"
+
+
+def instance_json(label):
+    inst = INSTANCES[label]
+    return json.dumps({"label": inst.label, "method": inst.method, "params": inst.param_dict})
+
+
+def artifact_inputs(wildcards):
+    method = AVAILABLE[INSTANCES[wildcards.instance].method]
+    return {name: ARTIFACT_PATHS[name].format(dataset=wildcards.dataset) for name in method.requires}
+
+
+def runs(dataset):
+    """(instance, ratio, seed) of every target model the dataset's table needs."""
+    out = [(REFERENCE, "1", seed) for seed in config["reference_seeds"]]
+    for label in INSTANCES:
+        if label != REFERENCE:
+            out += [(label, fmt_ratio(r), s) for r in config["ratios"] for s in config["seeds"]]
+    return out
+
+
+def eval_files(wildcards):
+    return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}.csv" for i, r, s in runs(wildcards.dataset)]
+
+
+def final_outputs():
+    out = []
+    for dataset in config["datasets"]:
+        out += [f"results/tables/{dataset}.{ext}" for ext in ("csv", "md", "tex")]
+        out += [f"results/plots/{dataset}_relative.{ext}" for ext in ("png", "pdf")]
+    return out
+
+
+def model_config(role):
+    return json.dumps(config["models"][role])

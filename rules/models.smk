@@ -1,0 +1,61 @@
+rule tokenizer:
+    input:
+        data="results/{dataset}/data",
+    output:
+        directory("results/{dataset}/tokenizer"),
+    params:
+        vocab=config["tokenizer"]["vocab_size"],
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/tokenizer.log",
+    benchmark:
+        "results/benchmarks/{dataset}/tokenizer.tsv"
+    shell:
+        "python -m selectbench.cli tokenizer --data {input.data} --vocab-size {params.vocab} --out {output} > {log} 2>&1"
+
+
+rule base_model:
+    """Stage 1 (alignment on captions), once per dataset and model role (proxy or target)."""
+    input:
+        data="results/{dataset}/data",
+        tokenizer="results/{dataset}/tokenizer",
+    output:
+        model=directory("results/{dataset}/base/{role}/model"),
+        summary="results/{dataset}/base/{role}/train_summary.json",
+    params:
+        cfg=lambda w: model_config(w.role),
+        out=lambda w, output: os.path.dirname(output.summary),
+    threads: THREADS
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/base_{role}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/base_{role}.tsv"
+    shell:
+        "python -m selectbench.cli base --data {input.data} --tokenizer {input.tokenizer} --model-config {params.cfg:q}"
+        " --out {params.out} --threads {threads} > {log} 2>&1"
+
+
+rule proxy_finetune:
+    """The proxy fine-tuned on the whole pool with checkpoints: shared by every method that needs it."""
+    input:
+        data="results/{dataset}/data",
+        base="results/{dataset}/base/proxy/model",
+    output:
+        "results/{dataset}/proxy/finetune/checkpoints.json",
+    params:
+        cfg=model_config("proxy"),
+        out=lambda w, output: os.path.dirname(output[0]),
+        base=lambda w, input: os.path.dirname(input.base),
+    threads: THREADS
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/proxy_finetune.log",
+    benchmark:
+        "results/benchmarks/{dataset}/proxy_finetune.tsv"
+    shell:
+        "python -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg:q}"
+        " --out {params.out} --checkpoint-list {output} --threads {threads} > {log} 2>&1"

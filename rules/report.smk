@@ -1,0 +1,26 @@
+rule report:
+    """Long-format table, Markdown/LaTeX summaries and the relative-performance plot of one dataset."""
+    input:
+        eval_files,
+    output:
+        table="results/tables/{dataset}.csv",
+        md="results/tables/{dataset}.md",
+        tex="results/tables/{dataset}.tex",
+        png="results/plots/{dataset}_relative.png",
+        pdf="results/plots/{dataset}_relative.pdf",
+    params:
+        benchmarks=lambda w: config["datasets"][w.dataset]["benchmarks"],
+        published=str(Path(workflow.basedir) / "reference" / "published.csv"),
+        reference=REFERENCE,
+        tables=lambda w, output: os.path.dirname(output.table),
+        plots=lambda w, output: os.path.dirname(output.png),
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/report.log",
+    benchmark:
+        "results/benchmarks/{dataset}/report.tsv"
+    shell:
+        "python -m selectbench.cli report --dataset {wildcards.dataset} --inputs {input} --reference {params.reference}"
+        " --benchmarks {params.benchmarks} --tables {params.tables} --plots {params.plots}"
+        " --published {params.published} > {log} 2>&1"

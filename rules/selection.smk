@@ -1,0 +1,44 @@
+rule score:
+    """A method's expensive scoring, once per dataset and method instance (shared by all ratios/seeds)."""
+    input:
+        unpack(artifact_inputs),
+        data="results/{dataset}/data",
+    output:
+        "results/{dataset}/scores/{instance}.npz",
+    params:
+        instance=lambda w: instance_json(w.instance),
+        artifacts=lambda w: json.dumps(artifact_inputs(w)),
+        methods=METHODS_DIR,
+    threads: THREADS
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/score_{instance}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/score_{instance}.tsv"
+    shell:
+        "python -m selectbench.cli score --methods-dir {params.methods} --data {input.data} --dataset {wildcards.dataset}"
+        " --instance {params.instance:q} --artifacts {params.artifacts:q} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule select:
+    """Seconds: a subset for one ratio and seed from the stored scores."""
+    input:
+        data="results/{dataset}/data",
+        scores="results/{dataset}/scores/{instance}.npz",
+    output:
+        "results/{dataset}/subsets/{instance}/r{ratio}_s{seed}.json",
+    params:
+        instance=lambda w: instance_json(w.instance),
+        methods=METHODS_DIR,
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/select_{instance}_r{ratio}_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/select_{instance}_r{ratio}_s{seed}.tsv"
+    shell:
+        "python -m selectbench.cli select --methods-dir {params.methods} --data {input.data} --dataset {wildcards.dataset}"
+        " --instance {params.instance:q} --scores {input.scores} --ratio {wildcards.ratio}"
+        " --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -1,0 +1,24 @@
+rule train_target:
+    """Stage-2 instruction tuning of the target's base model on one subset."""
+    input:
+        data="results/{dataset}/data",
+        base="results/{dataset}/base/target/model",
+        subset="results/{dataset}/subsets/{instance}/r{ratio}_s{seed}.json",
+    output:
+        model=directory("results/{dataset}/target/{instance}/r{ratio}_s{seed}/model"),
+        summary="results/{dataset}/target/{instance}/r{ratio}_s{seed}/train_summary.json",
+    params:
+        cfg=model_config("target"),
+        out=lambda w, output: os.path.dirname(output.summary),
+        base=lambda w, input: os.path.dirname(input.base),
+    threads: THREADS
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/train_target_{instance}_r{ratio}_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/train_target_{instance}_r{ratio}_s{seed}.tsv"
+    shell:
+        "python -m selectbench.cli finetune --data {input.data} --base {params.base} --subset {input.subset}"
+        " --model-config {params.cfg:q} --seed {wildcards.seed} --out {params.out}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,139 @@
+"""Command line of the pipeline steps; every Snakemake rule calls one of these subcommands.
+
+Configuration reaches a step as JSON (the rule's params), so a config change re-runs exactly the steps it
+affects and a step can be re-run by hand from its log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from selectbench.data.prepare import DataDir
+
+
+def _json(text: str):
+    return json.loads(text)
+
+
+def cmd_prepare(a) -> None:
+    from selectbench.data.prepare import prepare
+
+    manifest = prepare(a.dataset_config, Path(a.out))
+    logging.info("prepared %s: %d pool records", a.out, manifest["pool_size"])
+
+
+def cmd_tokenizer(a) -> None:
+    from selectbench.models.stages import build_tokenizer
+
+    build_tokenizer(DataDir(a.data), a.vocab_size, Path(a.out))
+
+
+def cmd_base(a) -> None:
+    from selectbench.models.stages import train_base
+
+    s = train_base(DataDir(a.data), Path(a.tokenizer), a.model_config, a.seed, Path(a.out), a.threads)
+    logging.info("stage 1 done: loss %.4f in %.0f s", s["train_loss"], s["wall_s"])
+
+
+def cmd_finetune(a) -> None:
+    from selectbench.models.stages import finetune
+
+    rows = json.loads(Path(a.subset).read_text())["rows"] if a.subset else None
+    s = finetune(DataDir(a.data), Path(a.base), rows, a.model_config, a.seed, Path(a.out), a.threads)
+    logging.info("fine-tune done: %d examples, loss %.4f in %.0f s", s["examples"], s["train_loss"], s["wall_s"])
+    if a.checkpoint_list:
+        from selectbench.models.stages import checkpoint_dirs
+
+        dirs = [str(p) for p in checkpoint_dirs(Path(a.out))]
+        if not dirs:
+            raise SystemExit(f"{a.out}: training saved no checkpoint; set finetune.checkpoints in the config")
+        Path(a.checkpoint_list).write_text(json.dumps(dirs, indent=1))
+
+
+def cmd_score(a) -> None:
+    from selectbench.selection.registry import Instance
+    from selectbench.selection.run import score
+
+    inst = Instance(a.instance["label"], a.instance["method"], tuple(sorted(a.instance["params"].items())))
+    score(a.methods_dir, DataDir(a.data), a.dataset, inst, a.artifacts, Path(a.out), a.threads, a.config)
+
+
+def cmd_select(a) -> None:
+    from selectbench.selection.registry import Instance
+    from selectbench.selection.run import select
+
+    inst = Instance(a.instance["label"], a.instance["method"], tuple(sorted(a.instance["params"].items())))
+    meta = select(a.methods_dir, DataDir(a.data), a.dataset, inst, Path(a.scores), a.ratio, a.seed, Path(a.out),
+                  a.config)
+    logging.info("selected %d of %d (%s, ratio %g, seed %d)", meta["size"], meta["pool_size"], inst.label,
+                 a.ratio, a.seed)
+
+
+def cmd_evaluate(a) -> None:
+    from selectbench.evaluation.run import evaluate
+
+    rows = evaluate(Path(a.model), DataDir(a.data), a.benchmarks, a.template, a.key, Path(a.out),
+                    Path(a.predictions), a.batch_size, a.threads)
+    for r in rows:
+        logging.info("%s %s = %.2f", r["benchmark"], r["metric"], r["value"])
+
+
+def cmd_report(a) -> None:
+    from selectbench.report.plots import plot_relative
+    from selectbench.report.tables import read_published, read_rows, summarise, to_latex, to_markdown, write_long
+
+    rows = read_rows([Path(p) for p in a.inputs])
+    out = Path(a.tables)
+    out.mkdir(parents=True, exist_ok=True)
+    write_long(rows, out / f"{a.dataset}.csv")
+    summary = summarise(rows, a.reference, a.benchmarks)
+    published = read_published(Path(a.published), a.dataset) if a.published else {}
+    (out / f"{a.dataset}.md").write_text(to_markdown(summary, a.benchmarks, a.dataset, published))
+    (out / f"{a.dataset}.tex").write_text(to_latex(summary, a.benchmarks, a.dataset))
+    plot_relative(summary, a.reference, a.dataset, Path(a.plots) / f"{a.dataset}_relative", published)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selectbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, *args):
+        p = sub.add_parser(name)
+        p.set_defaults(func=func)
+        for flag, kw in args:
+            p.add_argument(flag, **kw)
+        return p
+
+    req = {"required": True}
+    js = {"required": True, "type": _json}
+    add("prepare", cmd_prepare, ("--dataset-config", js), ("--out", req))
+    add("tokenizer", cmd_tokenizer, ("--data", req), ("--vocab-size", {"type": int, **req}), ("--out", req))
+    add("base", cmd_base, ("--data", req), ("--tokenizer", req), ("--model-config", js),
+        ("--seed", {"type": int, "default": 0}), ("--out", req), ("--threads", {"type": int, "default": 1}))
+    add("finetune", cmd_finetune, ("--data", req), ("--base", req), ("--subset", {"default": None}),
+        ("--model-config", js), ("--seed", {"type": int, "default": 0}), ("--out", req),
+        ("--checkpoint-list", {"default": None}), ("--threads", {"type": int, "default": 1}))
+    common_sel = [("--methods-dir", req), ("--data", req), ("--dataset", req), ("--instance", js),
+                  ("--config", {"type": _json, "default": {}})]
+    add("score", cmd_score, *common_sel, ("--artifacts", {"type": _json, "default": {}}), ("--out", req),
+        ("--threads", {"type": int, "default": 1}))
+    add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
+        ("--seed", {"type": int, **req}), ("--out", req))
+    add("evaluate", cmd_evaluate, ("--model", req), ("--data", req), ("--benchmarks", {"nargs": "+", **req}),
+        ("--template", js), ("--key", js), ("--out", req), ("--predictions", req),
+        ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}))
+    add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),
+        ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

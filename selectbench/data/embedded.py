@@ -1,0 +1,243 @@
+"""The embedded default dataset: a LLaVA-665k-format pool and six benchmark-shaped evaluation sets built from
+real handwritten digits that ship inside scikit-learn. Nothing is downloaded; everything is seeded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from selectbench.data import questions as Q
+from selectbench.data.scenes import (
+    CONFUSABLE, NUMBER_WORDS, POSITIONS, DigitBank, Scene, load_digit_banks, random_scene, render,
+)
+
+BENCHMARKS = ("pope", "textvqa", "vqav2", "gqa", "mmbench", "mmvet")
+
+
+class _ImageWriter:
+    """Renders scenes to PNG files under images/<split>/ and returns their paths relative to the image root."""
+
+    def __init__(self, root: Path, split: str, bank: DigitBank):
+        self.root, self.split, self.bank = root, split, bank
+        (root / split).mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def __call__(self, scene: Scene) -> str:
+        rel = f"{self.split}/{self.count:06d}.png"
+        Image.fromarray(render(scene, self.bank)).save(self.root / rel)
+        self.count += 1
+        return rel
+
+
+def _scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
+    n = int(rng.integers(2, 6))
+    if family == "reading":
+        return random_scene(rng, bank, max(n, 3), full_row=int(rng.integers(3)))
+    if family == "counting" and rng.random() < 0.5:
+        return random_scene(rng, bank, n, allow_repeats=True)
+    return random_scene(rng, bank, n)
+
+
+def _ask(family: str, rng: np.random.Generator, scene: Scene) -> Q.QA | None:
+    """One question of a family, or None where the scene cannot support it."""
+    if family == "reading" and not any(all(d >= 0 for d in scene.row(r)) for r in range(3)):
+        return None
+    if family == "relation" and sum(scene.digits.count(d) == 1 for d in scene.digits) < 2:
+        return None
+    return Q.IMAGE_FAMILIES[family](rng, scene)
+
+
+def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWriter) -> list[dict]:
+    """The instruction-tuning pool in LLaVA-665k's format, with uneven and redundant family proportions."""
+    families = list(cfg["family_weights"])
+    weights = np.array([cfg["family_weights"][f] for f in families], dtype=np.float64)
+    weights /= weights.sum()
+    records: list[dict] = []
+    for i in tqdm(range(cfg["pool_size"]), desc="pool", mininterval=2):
+        rid = f"digits-{i:06d}"
+        if records and rng.random() < cfg["duplicate_fraction"]:
+            # Redundancy on purpose: the same conversation about the same image again, under a new id.
+            source = records[int(rng.integers(len(records)))]
+            records.append({**json.loads(json.dumps(source)), "id": rid})
+            continue
+        if rng.random() < cfg["text_only_fraction"]:
+            turns = [Q.text_only(rng) for _ in range(1 + int(rng.random() < cfg["multi_turn_fraction"]))]
+            records.append({"id": rid, "conversations": _conversation(turns, with_image=False),
+                            "family": "text_only"})
+            continue
+        family = str(rng.choice(families, p=weights))
+        scene = _scene_for(family, rng, images.bank)
+        turns = [_ask(family, rng, scene)]
+        if rng.random() < cfg["multi_turn_fraction"]:
+            for _ in range(int(rng.integers(1, 3))):
+                extra = _ask(str(rng.choice(families, p=weights)), rng, scene)
+                if extra is not None:
+                    turns.append(extra)
+        records.append({"id": rid, "image": images(scene), "conversations": _conversation(turns, with_image=True),
+                        "family": family})
+    return records
+
+
+def _conversation(turns: list[Q.QA], with_image: bool) -> list[dict]:
+    conv = []
+    for k, qa in enumerate(turns):
+        prompt = ("<image>\n" + qa.question) if (with_image and k == 0) else qa.question
+        conv += [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.answer}]
+    return conv
+
+
+CAPTION_PROMPTS = {"grid": "Show the grid of digits.", "dense": "Where are the digits?"}
+
+
+def build_captions(n: int, rng: np.random.Generator, images: _ImageWriter) -> list[dict]:
+    """Stage-1 alignment data (LLaVA-558k's role): an image and a caption, alternating two styles: the grid
+    row by row ("4 - 8 / 5 - - / - 3 -") and a dense caption naming each digit's position."""
+    out = []
+    for i in tqdm(range(n), desc="captions", mininterval=2):
+        scene = random_scene(rng, images.bank, int(rng.integers(1, 6)), allow_repeats=rng.random() < 0.3)
+        style = "grid" if i % 2 == 0 else "dense"
+        text = Q.caption(scene) if style == "grid" else Q.description(rng, scene).answer
+        out.append({"id": f"caption-{i:06d}", "image": images(scene), "conversations": [
+            {"from": "human", "value": "<image>\n" + CAPTION_PROMPTS[style]},
+            {"from": "gpt", "value": text}]})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def _references(rng: np.random.Generator, answer: str, variants: list[str]) -> list[str]:
+    """Ten human-style reference answers: mostly the answer, some equivalent spellings, a few disagreements."""
+    refs = [answer] * 10
+    n_var = int(rng.integers(0, 3))
+    n_wrong = int(rng.integers(0, 3)) if variants else 0
+    for k in range(n_var):
+        if answer.isdigit() and len(answer) == 1:
+            refs[k] = NUMBER_WORDS[int(answer)]
+        elif answer in ("Yes", "No"):
+            refs[k] = answer.lower()
+    for k in range(n_wrong):
+        refs[9 - k] = str(rng.choice(variants))
+    return refs
+
+
+def _pope(rng, bank, writer, n_images) -> list[dict]:
+    """POPE: per image, 3 present and 3 absent digits for each negative-sampling split."""
+    items: list[dict] = []
+    weights = np.linspace(3.0, 1.0, 10)  # a skewed digit frequency so "popular" negatives mean something
+    scenes = [random_scene(rng, bank, int(rng.integers(2, 5)), digit_weights=weights) for _ in range(n_images)]
+    frequency = np.bincount([d for s in scenes for d in s.digits], minlength=10)
+    popular_order = list(np.argsort(-frequency, kind="stable"))
+    for scene in scenes:
+        image = writer(scene)
+        absent = [d for d in range(10) if d not in scene.labels]
+        negatives = {
+            "random": [int(d) for d in rng.permutation(absent)[:3]],
+            "popular": [int(d) for d in popular_order if d in absent][:3],
+            "adversarial": ([CONFUSABLE[d] for d in scene.digits if CONFUSABLE[d] in absent]
+                            + [int(d) for d in rng.permutation(absent)])[:3],
+        }
+        positives = [int(d) for d in rng.permutation(scene.digits)[:3]]
+        for split, negs in negatives.items():
+            for digit, label in [(d, "yes") for d in positives] + [(d, "no") for d in dict.fromkeys(negs)]:
+                items.append({"id": f"pope-{len(items):05d}", "image": image, "split": split,
+                              "question": f"Is there a {digit} in the image?", "answer": label})
+    return items
+
+
+def _textvqa(rng, bank, writer, n) -> list[dict]:
+    items = []
+    for i in range(n):
+        scene = random_scene(rng, bank, int(rng.integers(3, 7)), full_row=int(rng.integers(3)))
+        qa = Q.reading(rng, scene)
+        misreadings = [qa.answer[:-1], qa.answer[1:], qa.answer[0] + str(CONFUSABLE[int(qa.answer[1])]) + qa.answer[2:]]
+        items.append({"id": f"textvqa-{i:05d}", "image": writer(scene), "question": qa.question,
+                      "answers": _references(rng, qa.answer, misreadings)})
+    return items
+
+
+def _vqav2(rng, bank, writer, n) -> list[dict]:
+    items = []
+    kinds = ["identify", "presence", "counting"]
+    for i in range(n):
+        kind = kinds[i % 3]
+        scene = random_scene(rng, bank, int(rng.integers(2, 6)), allow_repeats=kind == "counting" and rng.random() < 0.5)
+        qa = _ask(kind, rng, scene)
+        if kind == "presence":
+            wrong = ["No" if qa.answer == "Yes" else "Yes"]
+            answer_type = "yes/no"
+        elif kind == "counting":
+            wrong, answer_type = [str(int(qa.answer) + 1), str(max(0, int(qa.answer) - 1))], "number"
+        else:
+            wrong, answer_type = [str(CONFUSABLE[int(qa.answer)])], "other"
+        items.append({"id": f"vqav2-{i:05d}", "image": writer(scene), "question": qa.question,
+                      "answers": _references(rng, qa.answer, wrong), "answer_type": answer_type})
+    return items
+
+
+def _gqa(rng, bank, writer, n) -> list[dict]:
+    items = []
+    for i in range(n):
+        kind = "relation" if i % 2 == 0 else "compare"
+        qa = None
+        while qa is None:
+            scene = random_scene(rng, bank, int(rng.integers(3, 6)))
+            qa = _ask(kind, rng, scene)
+        items.append({"id": f"gqa-{i:05d}", "image": writer(scene), "question": qa.question, "answer": qa.answer,
+                      "type": kind})
+    return items
+
+
+def _mmbench(rng, bank, writer, n) -> list[dict]:
+    items = []
+    for i in range(n):
+        scene = random_scene(rng, bank, int(rng.integers(2, 6)))
+        qa = Q.multiple_choice(rng, scene)
+        items.append({"id": f"mmbench-{i:05d}", "image": writer(scene), "question": qa.extra["stem"],
+                      "options": qa.extra["options"], "answer_index": qa.extra["answer_index"]})
+    return items
+
+
+def _mmvet(rng, bank, writer, n) -> list[dict]:
+    items = []
+    for i in range(n):
+        scene = random_scene(rng, bank, int(rng.integers(1, 5)))
+        qa = Q.description(rng, scene)
+        items.append({"id": f"mmvet-{i:05d}", "image": writer(scene), "question": qa.question, "answer": qa.answer,
+                      "facts": [[d, pos] for d, pos in qa.extra["facts"]], "count": qa.extra["count"]})
+    return items
+
+
+_EVAL_BUILDERS: dict[str, Callable] = {
+    "pope": _pope, "textvqa": _textvqa, "vqav2": _vqav2, "gqa": _gqa, "mmbench": _mmbench, "mmvet": _mmvet,
+}
+
+
+def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) -> dict:
+    """Write pool.json, captions.json, eval/<benchmark>.json and images/ under out_dir; return the manifest."""
+    out_dir = Path(out_dir)
+    train_bank, held_out_bank = load_digit_banks(cfg["holdout_fraction"], cfg["seed"])
+    image_root = out_dir / "images"
+    rng = np.random.default_rng(cfg["seed"])
+    pool = build_pool(cfg, rng, _ImageWriter(image_root, "pool", train_bank))
+    captions = build_captions(cfg["caption_size"], rng, _ImageWriter(image_root, "captions", train_bank))
+    (out_dir / "eval").mkdir(parents=True, exist_ok=True)
+    eval_writer = _ImageWriter(image_root, "eval", held_out_bank)
+    eval_files = {}
+    for name in benchmarks:
+        items = _EVAL_BUILDERS[name](rng, held_out_bank, eval_writer, cfg["eval_sizes"][name])
+        eval_files[name] = f"eval/{name}.json"
+        _dump(out_dir / eval_files[name], items)
+    _dump(out_dir / "pool.json", pool)
+    _dump(out_dir / "captions.json", captions)
+    manifest = {"source": "embedded", "pool": "pool.json", "captions": "captions.json", "image_root": "images",
+                "eval": eval_files, "positions": list(POSITIONS)}
+    _dump(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=None, separators=(",", ":")))

@@ -1,0 +1,55 @@
+"""The evaluate step: one trained model on every benchmark → long-format rows and per-item predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+from selectbench.data.images import ImageLoader
+from selectbench.data.prepare import DataDir
+from selectbench.evaluation.benchmarks import REGISTRY
+from selectbench.evaluation.predict import generate, loglikelihoods
+from selectbench.models.build import load_model
+from selectbench.models.stages import make_template
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("dataset", "method", "ratio", "seed", "benchmark", "metric", "value")
+
+
+def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg: dict, key: dict,
+             out_csv: Path, predictions_out: Path, batch_size: int = 64, threads: int = 1) -> list[dict]:
+    """key: dataset, method, ratio, seed of the model. Writes COLUMNS rows to out_csv."""
+    model, tokenizer, processor = load_model(Path(model_dir), threads)
+    template = make_template(tokenizer, model, template_cfg)
+    images = ImageLoader(data.image_root, processor)
+    rows, predictions = [], {}
+    for name in benchmarks:
+        bench = REGISTRY[name]()
+        items = data.eval_items(name)
+        requests = bench.requests(items)
+        start = time.time()
+        if bench.request_type == "generate":
+            outputs = generate(model, tokenizer, template, images, requests, batch_size, bench.max_new_tokens, name)
+            empty = sum(not o for o in outputs)
+            if empty:
+                log.warning("%s: %d of %d answers are empty", name, empty, len(outputs))
+        else:
+            outputs = loglikelihoods(model, tokenizer, template, images, requests, batch_size, name)
+        log.info("%s: %d requests in %.1f s", name, len(requests), time.time() - start)
+        for r in bench.score(items, outputs):
+            rows.append({**key, "benchmark": name, "metric": r.metric, "value": round(r.value, 4)})
+        predictions[name] = [{"id": q["id"], "output": o} for q, o in zip(requests, outputs)]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    Path(predictions_out).write_text(json.dumps(predictions))
+    tmp = out_csv.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.rename(out_csv)
+    return rows

@@ -1,0 +1,80 @@
+"""Training stages as the DAG runs them: tokenizer, stage-1 base model, stage-2 fine-tune on a subset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from selectbench.data.images import ImageLoader
+from selectbench.data.prepare import DataDir
+from selectbench.models.build import build_llava, image_processor_for, image_seq_length, load_model, save_model
+from selectbench.models.conversation import VicunaV1
+from selectbench.models.tokenizer import conversation_texts, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def make_template(tokenizer, model, template_cfg: dict[str, Any]) -> VicunaV1:
+    return VicunaV1(tokenizer, model.config.image_seq_length, system=template_cfg.get("system", ""),
+                    max_length=template_cfg.get("max_length", 2048))
+
+
+def build_tokenizer(data: DataDir, vocab_size: int, out_dir: Path) -> None:
+    train_tokenizer(conversation_texts(data.pool + data.captions()), vocab_size, Path(out_dir))
+
+
+def train_base(data: DataDir, tokenizer_dir: Path, model_cfg: dict[str, Any], seed: int, out_dir: Path,
+               threads: int) -> dict:
+    """Stage 1 (LLaVA's alignment stage): a model built from the config, trained on the captions."""
+    from transformers import AutoTokenizer
+
+    from selectbench.training.train import train
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = build_llava(model_cfg["arch"], tokenizer, seed)
+    processor = image_processor_for(model_cfg["arch"]["vision"])
+    assert model.config.image_seq_length == image_seq_length(model_cfg["arch"]["vision"])
+    template = make_template(tokenizer, model, model_cfg["template"])
+    images = ImageLoader(data.image_root, processor)
+    start = time.time()
+    model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
+                           Path(out_dir), seed, threads)
+    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, "wall_s": time.time() - start})
+
+
+def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: dict[str, Any], seed: int,
+             out_dir: Path, threads: int) -> dict:
+    """Stage 2 (instruction tuning) of a base model on the pool rows given (None = the whole pool)."""
+    from selectbench.training.train import train
+
+    model, tokenizer, processor = load_model(Path(base_dir) / "model", threads)
+    template = make_template(tokenizer, model, model_cfg["template"])
+    images = ImageLoader(data.image_root, processor)
+    records = data.pool if rows is None else [data.pool[r] for r in rows]
+    start = time.time()
+    model, summary = train(model, tokenizer, template, images, records, model_cfg["finetune"], Path(out_dir),
+                           seed, threads)
+    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, "wall_s": time.time() - start})
+
+
+def _publish(model, tokenizer, processor, out_dir: Path, summary: dict) -> dict:
+    """Save the final model through a temporary folder so a half-written model never looks complete."""
+    final, tmp = out_dir / "model", out_dir / "model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model(model, tokenizer, processor, tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Trainer checkpoints of a run, in step order."""
+    dirs = list((Path(run_dir) / "checkpoints").glob("checkpoint-*"))
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))

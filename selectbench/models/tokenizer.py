@@ -1,0 +1,34 @@
+"""A small byte-level BPE tokenizer trained offline on the pool's own text (embedded default only; paper scale
+uses the pretrained language model's tokenizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+BOS, EOS, PAD, IMAGE = "<s>", "</s>", "<pad>", "<image>"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> PreTrainedTokenizerFast:
+    """Train a ByteLevel BPE (no unknown token, exact round trip) and save it in Hugging Face format."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, IMAGE],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   extra_special_tokens={"image_token": IMAGE})
+    fast.add_special_tokens({"additional_special_tokens": [IMAGE]})
+    fast.padding_side = "right"
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def conversation_texts(records: Iterable[dict]) -> Iterable[str]:
+    for record in records:
+        for turn in record["conversations"]:
+            yield turn["value"].replace(IMAGE, "")

@@ -1,0 +1,45 @@
+"""Relative performance vs subset ratio, one line per method (PNG and PDF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_relative(summary: list[dict], reference: str, dataset: str, out_stem: Path,
+                  published: dict | None = None) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    methods = sorted({e["method"] for e in summary if e["method"] != reference})
+    for k, method in enumerate(methods):
+        entries = sorted((e for e in summary if e["method"] == method and e["relative"]), key=lambda e: e["ratio"])
+        x = [100 * e["ratio"] for e in entries]
+        y = [e["relative"][0] for e in entries]
+        err = [e["relative"][1] or 0.0 for e in entries]
+        line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+        if published:
+            pub = sorted((100 * r, v) for (m, r), v in published.items() if m == method)
+            if pub:
+                ax.plot(*zip(*pub), linestyle=":", marker="x", color=line[0].get_color(),
+                        label=f"{method} (published)")
+    missing = {e["relative_missing"] for e in summary if e.get("relative_missing")}
+    if missing:
+        ax.text(0.5, 0.5, "relative performance undefined:\n" + "\n".join(sorted(missing)),
+                transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    ax.axhline(100, color="gray", linewidth=1, linestyle="--", label=f"{reference} (100%)")
+    ax.set_xlabel("subset size (% of the pool)")
+    ax.set_ylabel("relative performance (% of full data)")
+    ax.set_title(f"{dataset}: relative performance vs subset size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,123 @@
+"""Aggregation: per-model evaluation rows → one long-format table per dataset, Markdown and LaTeX summaries
+(method × ratio rows, benchmark columns, mean ± std over seeds, relative performance vs full data)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean, stdev
+
+from selectbench.evaluation.benchmarks import REGISTRY
+from selectbench.evaluation.run import COLUMNS
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    rows = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                row["ratio"], row["seed"], row["value"] = float(row["ratio"]), int(row["seed"]), float(row["value"])
+                rows.append(row)
+    if not rows:
+        raise ValueError("no evaluation rows to aggregate")
+    return rows
+
+
+def write_long(rows: list[dict], out: Path) -> None:
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: (r["method"], r["ratio"], r["seed"], r["benchmark"], r["metric"])):
+            writer.writerow({k: row[k] for k in COLUMNS})
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return mean(values), (stdev(values) if len(values) > 1 else None)
+
+
+def summarise(rows: list[dict], reference: str, benchmarks: list[str]) -> list[dict]:
+    """One entry per (method, ratio): primary metric per benchmark over seeds, and relative performance
+    = mean over benchmarks of 100 × subset / full (full = the reference method's mean over its seeds)."""
+    primary = {b: REGISTRY[b].primary for b in benchmarks}
+    by_key: dict[tuple, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r["benchmark"] in primary and r["metric"] == primary[r["benchmark"]]:
+            by_key[(r["method"], r["ratio"])][r["seed"]][r["benchmark"]] = r["value"]
+    full_runs = [v for (m, _), seeds in by_key.items() if m == reference for v in seeds.values()]
+    if not full_runs:
+        raise ValueError(f"no rows of the reference method {reference!r}: relative performance is undefined")
+    full = {b: mean(run[b] for run in full_runs) for b in benchmarks}
+    zero = [b for b in benchmarks if full[b] == 0]
+    summary = []
+    for (method, ratio), seeds in sorted(by_key.items(), key=lambda kv: (kv[0][0] != reference, kv[0])):
+        entry = {"method": method, "ratio": ratio, "seeds": sorted(seeds), "benchmarks": {}}
+        rels = []
+        for seed, values in seeds.items():
+            missing = [b for b in benchmarks if b not in values]
+            if missing:
+                raise ValueError(f"{method} ratio {ratio} seed {seed}: no {primary[missing[0]]} for {missing}")
+            if not zero:
+                rels.append(mean(100 * values[b] / full[b] for b in benchmarks))
+        for b in benchmarks:
+            entry["benchmarks"][b] = _mean_std([values[b] for values in seeds.values()])
+        # undefined (not 0) when the full-data reference scored 0 somewhere: the table says why
+        entry["relative"] = _mean_std(rels) if rels else None
+        entry["relative_missing"] = f"full data scored 0 on {', '.join(zero)}" if zero else None
+        summary.append(entry)
+    return summary
+
+
+def _fmt(ms: tuple[float, float | None] | None, tex: bool = False) -> str:
+    if ms is None:
+        return "n/a"
+    m, s = ms
+    if s is None:
+        return f"{m:.1f}"
+    return f"{m:.1f} $\\pm$ {s:.1f}" if tex else f"{m:.1f} ± {s:.1f}"
+
+
+def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, published: dict | None = None) -> str:
+    head = ["method", "ratio", "seeds"] + [f"{b} ({REGISTRY[b].primary})" for b in benchmarks] + ["Rel. %"]
+    if published:
+        head.append("published Rel. %")
+    lines = [f"### {dataset}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in summary:
+        cells = [e["method"], f"{e['ratio']:g}", str(len(e["seeds"]))]
+        cells += [_fmt(e["benchmarks"][b]) for b in benchmarks] + [_fmt(e["relative"])]
+        if published:
+            value = published.get((e["method"], e["ratio"]))
+            cells.append("—" if value is None else f"{value:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    missing = {e["relative_missing"] for e in summary if e["relative_missing"]}
+    if missing:
+        lines += ["", "Rel. % is n/a: " + "; ".join(sorted(missing)) + "."]
+    lines += ["", "Values: mean ± std over seeds, on each benchmark's own scale (percent). Rel. % = mean over "
+              "benchmarks of 100 × subset / full data. Chance levels: "
+              + "; ".join(f"{b}: {REGISTRY[b].chance}" for b in benchmarks) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(summary: list[dict], benchmarks: list[str], dataset: str) -> str:
+    cols = "ll" + "r" * (len(benchmarks) + 1)
+    head = ["Method", "Ratio"] + [b.replace("_", "\\_") for b in benchmarks] + ["Rel.\\,\\%"]
+    lines = [f"% {dataset}: mean $\\pm$ std over seeds; Rel. = mean of 100 x subset / full",
+             f"\\begin{{tabular}}{{{cols}}}", "\\toprule", " & ".join(head) + " \\\\", "\\midrule"]
+    for e in summary:
+        cells = [e["method"].replace("_", "\\_"), f"{e['ratio']:g}"]
+        cells += [_fmt(e["benchmarks"][b], tex=True) for b in benchmarks] + [_fmt(e["relative"], tex=True)]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def read_published(path: Path, dataset: str) -> dict[tuple[str, float], float]:
+    """Published relative performance (ARP) for a dataset: {(method, ratio): value}."""
+    out = {}
+    if not Path(path).exists():
+        return out
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["dataset"] == dataset and row["benchmark"] == "ARP":
+                out[(row["method"], float(row["ratio"]))] = float(row["value"])
+    return out

@@ -1,0 +1,82 @@
+"""The method plug-in interface. A method is one file in methods/ that defines a subclass of Method.
+
+Scoring (the expensive part) runs once per dataset and method instance; selection for a ratio and seed then
+reads the stored scores and takes seconds. A method names the shared artifacts it needs (see ARTIFACTS) and
+the DAG wires them; adding a method never requires touching rules/.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+# Shared artifacts a method may require, produced once per dataset by the rules (rules/common.smk maps each
+# name to its file).
+ARTIFACTS = ("pool", "proxy_checkpoints")
+
+
+@dataclass
+class Context:
+    """What a method sees: the dataset's pool and the paths of the artifacts it asked for."""
+
+    dataset: str
+    pool: list[dict]
+    image_root: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.pool)
+
+    def has_image(self) -> np.ndarray:
+        return np.array(["image" in r for r in self.pool])
+
+
+class Method:
+    """Base class of selection methods.
+
+    name: the method's name in the config and in result tables.
+    requires: artifacts (from ARTIFACTS) the scoring step needs.
+    parameters: defaults; the config may override them, and a list value expands to a grid of instances.
+    is_reference: the full-data reference (ratio 1 only).
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    parameters: ClassVar[dict[str, Any]] = {}
+    is_reference: ClassVar[bool] = False
+
+    def score(self, ctx: Context) -> dict[str, np.ndarray]:
+        """Expensive, once per dataset: arrays saved to disk and handed to select(). Default: nothing."""
+        return {}
+
+    def select(self, ctx: Context, scores: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
+        """Row indices of exactly n distinct pool examples."""
+        raise NotImplementedError
+
+
+def subset_size(ratio: float, pool_size: int) -> int:
+    """n = ratio × N rounded half up, at least 1 (so 10% of 665,298 is 66,530)."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    return max(1, min(pool_size, math.floor(ratio * pool_size + 0.5)))
+
+
+def band_indices(scores: np.ndarray, n: int, band: str) -> np.ndarray:
+    """The n rows with the lowest, middle or highest scores (stable tie order by row)."""
+    order = np.argsort(scores, kind="stable")
+    if band == "low":
+        return order[:n]
+    if band == "high":
+        return order[len(order) - n:]
+    if band == "middle":
+        start = (len(order) - n) // 2
+        return order[start:start + n]
+    raise ValueError(f"band must be low, middle or high, got {band!r}")

@@ -1,0 +1,85 @@
+"""Discovery of method plug-ins in methods/ and expansion of their parameter grids into instances."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from selectbench.selection.base import ARTIFACTS, Method
+
+
+class MethodError(ValueError):
+    """An unknown method, a bad parameter or a broken plug-in file."""
+
+
+@lru_cache(maxsize=None)
+def discover(methods_dir: str) -> dict[str, type[Method]]:
+    """Every Method subclass defined in methods_dir/*.py (files starting with "_" are skipped)."""
+    found: dict[str, type[Method]] = {}
+    for path in sorted(Path(methods_dir).glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"selectbench_methods.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - report which plug-in is broken
+            raise MethodError(f"{path}: cannot import method plug-in: {err}") from err
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, Method) and obj is not Method and obj.__module__ == module.__name__:
+                if not getattr(obj, "name", None):
+                    raise MethodError(f"{path}: {obj.__name__} has no name")
+                if obj.name in found:
+                    raise MethodError(f"{path}: method name {obj.name!r} is defined twice")
+                unknown = set(obj.requires) - set(ARTIFACTS)
+                if unknown:
+                    raise MethodError(f"{path}: {obj.name} requires unknown artifacts {sorted(unknown)}; "
+                                      f"known: {list(ARTIFACTS)}")
+                found[obj.name] = obj
+    return found
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A method with one concrete parameter setting; `label` names it in paths and tables."""
+
+    label: str
+    method: str
+    params: tuple[tuple[str, Any], ...]
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+def expand(methods_cfg: dict[str, dict[str, Any]], available: dict[str, type[Method]]) -> list[Instance]:
+    """Config {method: {param: value or [grid values]}} → instances; labels carry only the grid parameters."""
+    instances: list[Instance] = []
+    for name, overrides in methods_cfg.items():
+        if name not in available:
+            raise MethodError(f"unknown method {name!r} in config; available: {sorted(available)}")
+        cls = available[name]
+        overrides = overrides or {}
+        unknown = set(overrides) - set(cls.parameters)
+        if unknown:
+            raise MethodError(f"method {name!r} has no parameter(s) {sorted(unknown)}; "
+                              f"it takes {sorted(cls.parameters)}")
+        merged = {**cls.parameters, **overrides}
+        grid = {k: v for k, v in overrides.items() if isinstance(v, list)}
+        for values in itertools.product(*grid.values()) if grid else [()]:
+            params = {**merged, **dict(zip(grid, values))}
+            label = name + "".join(f"__{k}-{v}" for k, v in zip(grid, values))
+            instances.append(Instance(label, name, tuple(sorted(params.items()))))
+    return instances
+
+
+def reference_method(available: dict[str, type[Method]]) -> str:
+    refs = [name for name, cls in available.items() if cls.is_reference]
+    if len(refs) != 1:
+        raise MethodError(f"exactly one reference method is required in methods/, found {refs}")
+    return refs[0]

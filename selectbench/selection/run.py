@@ -1,0 +1,81 @@
+"""The score and select steps: scores once per (dataset, method instance), subsets per (ratio, seed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selectbench.data.prepare import DataDir
+from selectbench.selection.base import Context, subset_size
+from selectbench.selection.registry import Instance, discover
+from selectbench.versions import package_versions
+
+
+def _context(data: DataDir, dataset: str, instance: Instance, artifacts: dict[str, str], threads: int,
+             config: dict[str, Any]) -> Context:
+    return Context(dataset=dataset, pool=data.pool, image_root=data.image_root,
+                   artifacts={k: Path(v) for k, v in artifacts.items()}, params=instance.param_dict,
+                   threads=threads, config=config)
+
+
+def _method(methods_dir: str, instance: Instance):
+    return discover(methods_dir)[instance.method]()
+
+
+def score(methods_dir: str, data: DataDir, dataset: str, instance: Instance, artifacts: dict[str, str],
+          out: Path, threads: int = 1, config: dict[str, Any] | None = None) -> None:
+    """Run the method's expensive scoring once and store the arrays (npz) with a metadata sidecar."""
+    ctx = _context(data, dataset, instance, artifacts, threads, config or {})
+    start = time.time()
+    arrays = _method(methods_dir, instance).score(ctx)
+    elapsed = time.time() - start
+    for key, value in arrays.items():
+        if len(value) != ctx.size:
+            raise ValueError(f"{instance.method}: score array {key!r} has {len(value)} rows, pool has {ctx.size}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.rename(out)
+    _write_json(out.with_suffix(".meta.json"), {
+        "method": instance.method, "instance": instance.label, "parameters": instance.param_dict,
+        "dataset": dataset, "pool_sha256": data.pool_hash(), "score_seconds": elapsed,
+        "arrays": sorted(arrays), "versions": package_versions()})
+
+
+def select(methods_dir: str, data: DataDir, dataset: str, instance: Instance, scores_path: Path, ratio: float,
+           seed: int, out: Path, config: dict[str, Any] | None = None) -> dict:
+    """Pick exactly round(ratio × N) distinct rows; write {ids, rows} and a sidecar with full provenance."""
+    ctx = _context(data, dataset, instance, {}, 1, config or {})
+    with np.load(scores_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    method = _method(methods_dir, instance)
+    n = ctx.size if method.is_reference else subset_size(ratio, ctx.size)
+    start = time.time()
+    rows = np.asarray(method.select(ctx, arrays, n, seed), dtype=np.int64)
+    elapsed = time.time() - start
+    if len(rows) != n or len(np.unique(rows)) != n:
+        raise ValueError(f"{instance.label}: selected {len(rows)} rows ({len(np.unique(rows))} distinct), "
+                         f"expected exactly {n}")
+    if rows.min() < 0 or rows.max() >= ctx.size:
+        raise ValueError(f"{instance.label}: selected rows outside the pool of {ctx.size}")
+    rows = np.sort(rows)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"method": instance.method, "instance": instance.label, "parameters": instance.param_dict,
+            "ratio": ratio, "seed": seed, "size": n, "pool_size": ctx.size, "dataset": dataset,
+            "pool_sha256": data.pool_hash(), "select_seconds": elapsed,
+            "text_only": int(sum("image" not in data.pool[r] for r in rows)), "versions": package_versions()}
+    _write_json(out.with_suffix(".meta.json"), meta)
+    _write_json(out, {"ids": [data.pool[r]["id"] for r in rows], "rows": rows.tolist()})
+    return meta
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1 if isinstance(obj, dict) and "ids" not in obj else None))
+    tmp.rename(path)

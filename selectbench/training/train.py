@@ -1,0 +1,119 @@
+"""Stage-1 (alignment) and stage-2 (instruction tuning) training with transformers' Trainer.
+
+The same function trains the tiny embedded models and LLaVA-1.5-7B; only the configuration differs:
+full fine-tune or LoRA (peft), which modules train, checkpoint cadence, precision, batch geometry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from selectbench.training.data import Collator, SupervisedDataset
+
+log = logging.getLogger(__name__)
+
+MODULE_PREFIXES = {
+    "vision_tower": "model.vision_tower.",
+    "projector": "model.multi_modal_projector.",
+    "language_model": ("model.language_model.", "lm_head."),
+}
+
+
+def set_trainable(model: torch.nn.Module, modules: list[str]) -> None:
+    """Train exactly the named parts (vision_tower, projector, language_model)."""
+    prefixes = tuple(p for m in modules for p in ([MODULE_PREFIXES[m]] if isinstance(MODULE_PREFIXES[m], str)
+                                                   else MODULE_PREFIXES[m]))
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith(prefixes)
+
+
+def apply_lora(model: torch.nn.Module, lora: dict[str, Any]) -> torch.nn.Module:
+    """LoRA on the language model's linear layers only (a plain name list would also hit the CLIP tower);
+    the projector stays fully trainable through modules_to_save."""
+    from peft import LoraConfig, get_peft_model
+
+    names = "|".join(lora["target_modules"])
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=rf".*language_model.*\.({names})$",
+                        modules_to_save=["multi_modal_projector"], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW; the projector and the vision tower get their own learning rates when projector_lr /
+    vision_lr are set (LLaVA-1.5's LoRA recipe trains the projector at 2e-5 beside LoRA at 2e-4)."""
+    special = {"multi_modal_projector": cfg.get("projector_lr"), "vision_tower": cfg.get("vision_lr")}
+    groups: dict[float, list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = next((v for k, v in special.items() if v and k in name), cfg["lr"])
+        groups.setdefault(lr, []).append(param)
+    return torch.optim.AdamW([{"params": p, "lr": lr} for lr, p in groups.items()], lr=cfg["lr"],
+                             weight_decay=cfg.get("weight_decay", 0.0))
+
+
+def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str, Any], out_dir: Path,
+          seed: int, threads: int = 1):
+    """Train on records; checkpoints (and resume points) go under out_dir/checkpoints. Returns the trained
+    model (LoRA merged) and a summary dict."""
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    dataset = SupervisedDataset(records, template, images)
+    if dataset.fully_masked:
+        log.warning("%d of %d examples have no supervised token left after truncation to %d tokens",
+                    dataset.fully_masked, len(dataset), template.max_length)
+    set_trainable(model, cfg["trainable"])
+    if cfg.get("finetune", "full") == "lora":
+        model = apply_lora(model, cfg["lora"])
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    global_batch = cfg["batch_size"] * cfg.get("grad_accum", 1)
+    steps = max(1, math.ceil(len(dataset) / global_batch) * cfg["epochs"])
+    n_checkpoints = cfg.get("checkpoints", 0)
+    save_steps = max(1, math.ceil(steps / n_checkpoints)) if n_checkpoints else max(1, cfg.get("save_steps", steps))
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        per_device_train_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg.get("grad_accum", 1),
+        num_train_epochs=cfg["epochs"],
+        learning_rate=cfg["lr"],
+        lr_scheduler_type=cfg.get("scheduler", "cosine"),
+        warmup_steps=int(round(cfg.get("warmup_ratio", 0.03) * steps)),
+        weight_decay=cfg.get("weight_decay", 0.0),
+        max_grad_norm=cfg.get("max_grad_norm", 1.0),
+        logging_steps=max(1, steps // 20),
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=None if n_checkpoints else 1,
+        save_only_model=bool(n_checkpoints),
+        seed=seed,
+        data_seed=seed,
+        bf16=cfg.get("bf16", False),
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=cfg.get("dataloader_workers", 0),
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=Collator(tokenizer.pad_token_id, images),
+                      optimizers=(_optimizer(model, cfg), None))
+    last = get_last_checkpoint(args.output_dir) if (out_dir / "checkpoints").exists() else None
+    if last:
+        log.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    if cfg.get("finetune", "full") == "lora":
+        model = model.merge_and_unload()
+    summary = {"examples": len(dataset), "steps": steps, "save_steps": save_steps,
+               "fully_masked": dataset.fully_masked, "truncated": dataset.truncated,
+               "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime"),
+               "loss_log": [h for h in trainer.state.log_history if "loss" in h]}
+    return model, summary

@@ -1,0 +1,96 @@
+"""Bad input stops with a clear error naming the file and the record, and leaves nothing half-written."""
+
+import json
+import shutil
+
+import pytest
+
+from selectbench.data.prepare import prepare
+from selectbench.data.validate import PoolError, validate_pool
+
+
+@pytest.fixture
+def pool_copy(tmp_path, tiny_data):
+    images = tmp_path / "images"
+    shutil.copytree(tiny_data.image_root, images)
+    records = json.loads(json.dumps(tiny_data.pool[:20]))
+    return tmp_path, images, records
+
+
+def _write(tmp_path, records, name="pool.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _image_record(records):
+    return next(i for i, r in enumerate(records) if "image" in r)
+
+
+def test_malformed_json_names_file_and_position(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text('[{"id": 1,]')
+    with pytest.raises(PoolError, match=r"pool\.json: malformed JSON at line 1"):
+        validate_pool(path, tmp_path, {})
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: r.pop("conversations"), "no conversations"),
+    (lambda r: r["conversations"].__setitem__(1, {"from": "human", "value": "x"}), "must alternate"),
+    (lambda r: r["conversations"][1].__setitem__("value", "  "), "turn 1 is empty"),
+    (lambda r: r["conversations"][1].__setitem__("value", 7), "non-string value"),
+    (lambda r: r["conversations"][0].__setitem__("value", "no token here"), "no <image> token"),
+])
+def test_broken_records_name_the_record(pool_copy, breakage, message):
+    tmp_path, images, records = pool_copy
+    row = _image_record(records)
+    breakage(records[row])
+    with pytest.raises(PoolError, match=rf"pool\.json: record {row} \(id '{records[row]['id']}'\): .*{message}"):
+        validate_pool(_write(tmp_path, records), images, {})
+
+
+def test_missing_and_corrupt_images(pool_copy):
+    tmp_path, images, records = pool_copy
+    row = _image_record(records)
+    (images / records[row]["image"]).unlink()
+    with pytest.raises(PoolError, match=rf"record {row} .*image file not found"):
+        validate_pool(_write(tmp_path, records), images, {})
+    (images / records[row]["image"]).write_bytes(b"not a png at all")
+    with pytest.raises(PoolError, match=rf"record {row} .*unreadable image"):
+        validate_pool(_write(tmp_path, records), images, {})
+    (images / records[row]["image"]).write_bytes(b"")
+    with pytest.raises(PoolError, match=rf"record {row} .*empty image file"):
+        validate_pool(_write(tmp_path, records), images, {})
+
+
+def test_drop_policy_keeps_good_records_and_reports(pool_copy):
+    tmp_path, images, records = pool_copy
+    row = _image_record(records)
+    (images / records[row]["image"]).unlink()
+    kept, report = validate_pool(_write(tmp_path, records), images, {"broken_records": "drop"})
+    assert len(kept) == len(records) - 1
+    assert report.as_dict()["problems"]["image"]["count"] == 1
+
+
+def test_duplicate_ids_fail_drop_or_allow(pool_copy):
+    tmp_path, images, records = pool_copy
+    records[3]["id"] = records[2]["id"]
+    path = _write(tmp_path, records)
+    with pytest.raises(PoolError, match=rf"duplicate id '{records[2]['id']}'"):
+        validate_pool(path, images, {"duplicate_ids": "fail"})
+    kept, _ = validate_pool(path, images, {"duplicate_ids": "drop"})
+    assert len(kept) == len(records) - 1
+    kept, report = validate_pool(path, images, {"duplicate_ids": "allow"})
+    assert len(kept) == len(records) and report.as_dict()["problems"]["duplicate_ids"]["count"] == 1
+
+
+def test_prepare_leaves_nothing_behind_on_bad_input(pool_copy):
+    tmp_path, images, records = pool_copy
+    records[0].pop("conversations")
+    cfg = {"source": "llava", "pool": str(_write(tmp_path, records)), "image_root": str(images),
+           "benchmarks": ["pope"]}
+    out = tmp_path / "results" / "data"
+    with pytest.raises(PoolError, match="no conversations"):
+        prepare(cfg, out)
+    assert not out.exists()
+    assert not list((tmp_path / "results").iterdir())

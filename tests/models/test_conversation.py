@@ -1,0 +1,51 @@
+"""vicuna_v1 prompt and label masking: only assistant answers and their </s> are supervised."""
+
+import pytest
+
+from selectbench.models.conversation import IGNORE_INDEX, VicunaV1, normalise_image_position
+from selectbench.models.tokenizer import train_tokenizer
+
+CONV = [
+    {"from": "human", "value": "<image>\nWhat digit is at the top?"},
+    {"from": "gpt", "value": "7"},
+    {"from": "human", "value": "Is there a 3 in the image?"},
+    {"from": "gpt", "value": "No"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    texts = ["What digit is at the top? 7 Is there a 3 in the image? No USER: ASSISTANT: A chat."] * 5
+    return train_tokenizer(texts, 300, tmp_path_factory.mktemp("tok"))
+
+
+def test_prompt_text_and_labels(tokenizer):
+    tmpl = VicunaV1(tokenizer, image_seq_length=9, system="A chat.")
+    enc = tmpl.encode(CONV)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    assert enc.input_ids.count(image_id) == 9
+    text = tokenizer.decode([t for t in enc.input_ids if t != image_id])
+    assert text == "<s>A chat. USER: \nWhat digit is at the top? ASSISTANT: 7</s>USER: Is there a 3 in the image? ASSISTANT: No</s>"
+    supervised = [t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE_INDEX]
+    assert tokenizer.decode(supervised) == " 7</s> No</s>"
+    assert all(label == IGNORE_INDEX for t, label in zip(enc.input_ids, enc.labels) if t == image_id)
+    assert enc.has_image and not enc.truncated
+
+
+def test_prompt_for_generation_ends_at_assistant(tokenizer):
+    tmpl = VicunaV1(tokenizer, image_seq_length=9, system="A chat.")
+    full = tmpl.encode(CONV[:2]).input_ids
+    prompt = tmpl.prompt("What digit is at the top?", with_image=True)
+    assert full[: len(prompt)] == prompt
+    assert full[len(prompt):] == tmpl.continuation("7")
+
+
+def test_trailing_image_token_moves_to_front():
+    assert normalise_image_position("What is this?\n<image>") == "<image>\nWhat is this?"
+    assert normalise_image_position("<image>\nWhat?") == "<image>\nWhat?"
+
+
+def test_truncation_counts_fully_masked(tokenizer):
+    tmpl = VicunaV1(tokenizer, image_seq_length=2, system="A chat.", max_length=12)
+    enc = tmpl.encode([{"from": "human", "value": "What digit is at the top? " * 3}, {"from": "gpt", "value": "7"}])
+    assert enc.truncated and enc.supervised == 0

@@ -1,0 +1,14 @@
+"""envs/ must install what pyproject.toml pins."""
+
+import tomllib
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def test_conda_env_matches_pyproject_pins():
+    pins = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    env = yaml.safe_load((ROOT / "envs" / "selectbench.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pins == {p for p in pip if "==" in p}

@@ -1,0 +1,76 @@
+"""The whole DAG end to end on the reduced config, plus config validation, through the real snakemake CLI."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dag")
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    assert run.returncode == 0, run.stderr[-4000:]
+    return workdir
+
+
+def test_every_stage_produced_output(finished_run):
+    results = finished_run / "results"
+    for pattern in ["digits/data/pool.json", "digits/tokenizer/tokenizer.json", "digits/base/target/model/*",
+                    "digits/scores/random.npz", "digits/subsets/random/r0.5_s0.json",
+                    "digits/subsets/random/r0.5_s0.meta.json", "digits/target/random/r0.5_s0/model/*.safetensors",
+                    "digits/target/full/r1_s0/model/*.safetensors", "digits/eval/full/r1_s0.csv",
+                    "tables/digits.md", "tables/digits.tex", "plots/digits_relative.png", "plots/digits_relative.pdf",
+                    "logs/digits/train_target_full_r1_s0.log", "benchmarks/digits/train_target_full_r1_s0.tsv"]:
+        found = list(results.glob(pattern))
+        assert found, pattern
+        assert all(p.stat().st_size > 0 for p in found), pattern
+
+
+def test_long_table_has_every_run_benchmark_and_metric(finished_run):
+    with open(finished_run / "results/tables/digits.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value"]
+    runs = {(r["method"], float(r["ratio"]), int(r["seed"])) for r in rows}
+    assert runs == {("full", 1.0, 0), ("random", 0.5, 0)}
+    primary = {(r["method"], r["benchmark"], r["metric"]) for r in rows}
+    for method in ("full", "random"):
+        for bench, metric in [("pope", "f1"), ("textvqa", "vqa_accuracy"), ("vqav2", "vqa_accuracy"),
+                              ("gqa", "exact_match"), ("mmbench", "circular_accuracy"), ("mmvet", "judge_score")]:
+            assert (method, bench, metric) in primary
+    assert all(0 <= float(r["value"]) <= 100 for r in rows)
+
+
+def test_second_invocation_has_nothing_to_do(finished_run):
+    run = snakemake(finished_run, "--cores", "2", "--configfile", str(TINY), "-n")
+    assert run.returncode == 0
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"methods": {"random": {}, "no_such_method": {}}}, "unknown method 'no_such_method'"),
+    ({"ratios": [0.0]}, "ratios"),
+    ({"ratios": [1.5]}, "ratios"),
+    ({"datasets": {"digits": {"source": "embedded", "benchmarks": ["pope", "imagenet"]}}}, "benchmarks"),
+])
+def test_bad_config_is_rejected_before_anything_runs(tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    run = snakemake(tmp_path, "-n", "--configfile", str(TINY), str(bad), timeout=120)
+    assert run.returncode != 0
+    assert message in run.stdout + run.stderr
+    assert not (tmp_path / "results").exists()
