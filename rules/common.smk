@@ -9,7 +9,6 @@ from selectbench.selection.registry import Instance, discover, expand, reference
 # Jobs call `python -m selectbench.cli`: without --use-conda that is the interpreter running Snakemake (its
 # bin folder goes first on PATH, so a virtual environment works unactivated); with it, the rule's conda env.
 shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
-THREADS = config["threads_per_job"]
 METHODS_DIR = str(Path(workflow.basedir) / "methods")
 AVAILABLE = discover(METHODS_DIR)
 REFERENCE = reference_method(AVAILABLE)
@@ -29,6 +28,10 @@ wildcard_constraints:
     ratio=r"[0-9.]+",
     seed=r"[0-9]+",
     role=r"proxy|target",
+
+
+def threads_for(rule_name):
+    return config["threads"].get(rule_name, config["threads"]["default"])
 
 
 def fmt_ratio(ratio):

@@ -12,7 +12,7 @@ rule evaluate:
         key=lambda w: json.dumps({"dataset": w.dataset, "method": w.instance,
                                   "ratio": float(w.ratio), "seed": int(w.seed)}),
         batch=config["evaluation"]["batch_size"],
-    threads: THREADS
+    threads: threads_for("evaluate")
     conda:
         "../envs/selectbench.yaml"
     log:

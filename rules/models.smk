@@ -26,7 +26,7 @@ rule base_model:
     params:
         cfg=lambda w: model_config(w.role),
         out=lambda w, output: os.path.dirname(output.summary),
-    threads: THREADS
+    threads: threads_for("base_model")
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -49,7 +49,7 @@ rule proxy_finetune:
         cfg=model_config("proxy"),
         out=lambda w, output: os.path.dirname(output[0]),
         base=lambda w, input: os.path.dirname(input.base),
-    threads: THREADS
+    threads: threads_for("proxy_finetune")
     conda:
         "../envs/selectbench.yaml"
     log:

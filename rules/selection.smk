@@ -9,7 +9,7 @@ rule score:
         instance=lambda w: instance_json(w.instance),
         artifacts=lambda w: json.dumps(artifact_inputs(w)),
         methods=METHODS_DIR,
-    threads: THREADS
+    threads: threads_for("score")
     conda:
         "../envs/selectbench.yaml"
     log:

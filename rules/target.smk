@@ -11,7 +11,7 @@ rule train_target:
         cfg=model_config("target"),
         out=lambda w, output: os.path.dirname(output.summary),
         base=lambda w, input: os.path.dirname(input.base),
-    threads: THREADS
+    threads: threads_for("train_target")
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -22,3 +22,18 @@ rule train_target:
         "python -m selectbench.cli finetune --data {input.data} --base {params.base} --subset {input.subset}"
         " --model-config {params.cfg:q} --seed {wildcards.seed} --out {params.out}"
         " --threads {threads} > {log} 2>&1"
+
+
+# The full-data reference is the longest training and every relative number waits for it: start it first.
+use rule train_target as train_reference with:
+    wildcard_constraints:
+        instance=REFERENCE,
+        ratio="1",
+    priority: 10
+    log:
+        "results/logs/{dataset}/train_target_{instance}_r{ratio}_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/train_target_{instance}_r{ratio}_s{seed}.tsv"
+
+
+ruleorder: train_reference > train_target

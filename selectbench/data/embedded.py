@@ -72,15 +72,28 @@ def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWrit
             continue
         family = str(rng.choice(families, p=weights))
         scene = _scene_for(family, rng, images.bank)
-        turns = [_ask(family, rng, scene)]
+        # Like LLaVA-665k's VQA sources, several questions about one image are packed into one record.
+        low, high = cfg.get("questions_per_record", {}).get(family, [1, 1])
+        turns = _distinct([_ask(family, rng, scene) for _ in range(int(rng.integers(low, high + 1)))])
         if rng.random() < cfg["multi_turn_fraction"]:
             for _ in range(int(rng.integers(1, 3))):
                 extra = _ask(str(rng.choice(families, p=weights)), rng, scene)
                 if extra is not None:
                     turns.append(extra)
+        turns = _distinct(turns) or [Q.identify(rng, scene)]
         records.append({"id": rid, "image": images(scene), "conversations": _conversation(turns, with_image=True),
                         "family": family})
     return records
+
+
+def _distinct(turns: list[Q.QA | None]) -> list[Q.QA]:
+    """Drop unanswerable and repeated questions, keeping the first occurrence."""
+    seen, out = set(), []
+    for qa in turns:
+        if qa is not None and qa.question not in seen:
+            seen.add(qa.question)
+            out.append(qa)
+    return out
 
 
 def _conversation(turns: list[Q.QA], with_image: bool) -> list[dict]:
@@ -91,21 +104,27 @@ def _conversation(turns: list[Q.QA], with_image: bool) -> list[dict]:
     return conv
 
 
-CAPTION_PROMPTS = {"grid": "Show the grid of digits.", "dense": "Where are the digits?"}
+CAPTION_PROMPTS = {"grid": "Show the grid of digits.", "dense": "Where are the digits?",
+                   "set": "Which digits appear?"}
 
 
-def build_captions(n: int, rng: np.random.Generator, images: _ImageWriter) -> list[dict]:
-    """Stage-1 alignment data (LLaVA-558k's role): an image and a caption, alternating two styles: the grid
-    row by row ("4 - 8 / 5 - - / - 3 -") and a dense caption naming each digit's position."""
-    out = []
+def build_captions(n: int, rng: np.random.Generator, images: _ImageWriter) -> tuple[list[dict], list[dict]]:
+    """Stage-1 alignment data (LLaVA-558k's role): an image and a caption, in turn of three styles: the grid
+    row by row ("4 - 8 / 5 - - / - 3 -"), a dense caption naming each digit's position, and the set of
+    digits present in increasing order ("3, 4, 5, 8"). Also returns each image's per-cell labels (-1 = empty):
+    the labelled set that pretrains the vision tower, CLIP's role, since no CLIP weights ship offline."""
+    out, cells = [], []
     for i in tqdm(range(n), desc="captions", mininterval=2):
         scene = random_scene(rng, images.bank, int(rng.integers(1, 6)), allow_repeats=rng.random() < 0.3)
-        style = "grid" if i % 2 == 0 else "dense"
-        text = Q.caption(scene) if style == "grid" else Q.description(rng, scene).answer
-        out.append({"id": f"caption-{i:06d}", "image": images(scene), "conversations": [
+        style = list(CAPTION_PROMPTS)[i % len(CAPTION_PROMPTS)]
+        text = {"grid": Q.caption, "set": Q.digit_set,
+                "dense": lambda s: Q.description(rng, s).answer}[style](scene)
+        image = images(scene)
+        out.append({"id": f"caption-{i:06d}", "image": image, "conversations": [
             {"from": "human", "value": "<image>\n" + CAPTION_PROMPTS[style]},
             {"from": "gpt", "value": text}]})
-    return out
+        cells.append({"image": image, "cells": list(scene.labels)})
+    return out, cells
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -179,13 +198,17 @@ def _vqav2(rng, bank, writer, n) -> list[dict]:
 
 
 def _gqa(rng, bank, writer, n) -> list[dict]:
+    """Relations (half: which digit is next to which; a quarter: is A left of B) and comparisons (which of
+    two digits is larger), so that no answer prior does well: a blind guesser scores about 20."""
     items = []
     for i in range(n):
-        kind = "relation" if i % 2 == 0 else "compare"
+        kind = ("relation", "relation", "relation_yes_no", "compare")[i % 4]
         qa = None
         while qa is None:
             scene = random_scene(rng, bank, int(rng.integers(3, 6)))
-            qa = _ask(kind, rng, scene)
+            qa = _ask("relation" if kind.startswith("relation") else "compare", rng, scene)
+            if qa is not None and (qa.answer in ("Yes", "No")) != (kind == "relation_yes_no"):
+                qa = None  # resample until the question has the planned form
         items.append({"id": f"gqa-{i:05d}", "image": writer(scene), "question": qa.question, "answer": qa.answer,
                       "type": kind})
     return items
@@ -223,7 +246,7 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
     image_root = out_dir / "images"
     rng = np.random.default_rng(cfg["seed"])
     pool = build_pool(cfg, rng, _ImageWriter(image_root, "pool", train_bank))
-    captions = build_captions(cfg["caption_size"], rng, _ImageWriter(image_root, "captions", train_bank))
+    captions, cells = build_captions(cfg["caption_size"], rng, _ImageWriter(image_root, "captions", train_bank))
     (out_dir / "eval").mkdir(parents=True, exist_ok=True)
     eval_writer = _ImageWriter(image_root, "eval", held_out_bank)
     eval_files = {}
@@ -233,7 +256,9 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
         _dump(out_dir / eval_files[name], items)
     _dump(out_dir / "pool.json", pool)
     _dump(out_dir / "captions.json", captions)
+    _dump(out_dir / "vision_pretrain.json", cells)
     manifest = {"source": "embedded", "pool": "pool.json", "captions": "captions.json", "image_root": "images",
+                "vision_pretrain": "vision_pretrain.json",
                 "eval": eval_files, "positions": list(POSITIONS)}
     _dump(out_dir / "manifest.json", manifest)
     return manifest

@@ -33,6 +33,11 @@ class DataDir:
     def captions(self) -> list[dict]:
         return json.loads((self.path / self.manifest["captions"]).read_text())
 
+    def vision_pretrain(self) -> list[dict] | None:
+        """Labelled images {image, cells} for pretraining a from-scratch vision tower (embedded data only)."""
+        name = self.manifest.get("vision_pretrain")
+        return json.loads((self.path / name).read_text()) if name else None
+
     def eval_items(self, benchmark: str) -> list[dict]:
         return json.loads((self.path / self.manifest["eval"][benchmark]).read_text())
 

@@ -139,6 +139,11 @@ def caption(scene: Scene) -> str:
     return " / ".join(rows)
 
 
+def digit_set(scene: Scene) -> str:
+    """Stage-1 caption: the distinct digits present, in increasing order."""
+    return ", ".join(str(d) for d in sorted(set(scene.digits)))
+
+
 def text_only(rng: np.random.Generator) -> QA:
     """Text-only instruction (the ShareGPT part of LLaVA-665k): small arithmetic and comparisons."""
     a, b = (int(x) for x in rng.integers(0, 10, size=2))

@@ -89,7 +89,7 @@ class VQAv2(_SoftVQA):
 @register
 class GQA(Benchmark):
     name, primary = "gqa", "exact_match"
-    chance = "about 30 (relations: 10 digits or yes/no; comparisons: yes/no or the larger digit)"
+    chance = "about 20 (half 10-way relations, a quarter yes/no relations, a quarter 10-way comparisons)"
 
     def score(self, items, outputs):
         return [Row("exact_match", 100 * mean(M.exact_match(o, it["answer"]) for o, it in zip(outputs, items)))]

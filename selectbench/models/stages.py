@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from selectbench.data.images import ImageLoader
 from selectbench.data.prepare import DataDir
 from selectbench.models.build import build_llava, image_processor_for, image_seq_length, load_model, save_model
@@ -41,9 +43,19 @@ def train_base(data: DataDir, tokenizer_dir: Path, model_cfg: dict[str, Any], se
     template = make_template(tokenizer, model, model_cfg["template"])
     images = ImageLoader(data.image_root, processor)
     start = time.time()
+    extra = {}
+    if model_cfg.get("vision_pretrain"):
+        from selectbench.models.vision_pretrain import pretrain_vision_tower
+
+        labelled = data.vision_pretrain()
+        if labelled is None:
+            raise ValueError(f"{data.path}: vision_pretrain is configured but the dataset has no labelled images")
+        torch.set_num_threads(threads)
+        extra = pretrain_vision_tower(model.model.vision_tower, images, labelled, model_cfg["vision_pretrain"],
+                                      model.config.vision_feature_layer, seed)
     model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
                            Path(out_dir), seed, threads)
-    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, "wall_s": time.time() - start})
+    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start})
 
 
 def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: dict[str, Any], seed: int,

@@ -15,7 +15,9 @@ BOS, EOS, PAD, IMAGE = "<s>", "</s>", "<pad>", "<image>"
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> PreTrainedTokenizerFast:
     """Train a ByteLevel BPE (no unknown token, exact round trip) and save it in Hugging Face format."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # digits split one by one (as Llama's tokenizer does): "820" is 8, 2, 0, never a merged "82"
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, IMAGE],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)

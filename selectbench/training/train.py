@@ -60,6 +60,22 @@ def _optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optim
                              weight_decay=cfg.get("weight_decay", 0.0))
 
 
+class _GroupedTrainer(Trainer):
+    """Batches of similar length (LLaVA's group_by_modality_length: image and text-only examples apart), so
+    little compute goes to padding; lengths come from the tokenised records, no image is read for them."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = dataset.lengths()
+        # text-only examples have negative lengths: sort them into their own groups
+        keys = [length if length > 0 else 100_000 - length for length in lengths]
+        generator = torch.Generator().manual_seed(self.args.data_seed or self.args.seed)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=keys, generator=generator)
+
+
 def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str, Any], out_dir: Path,
           seed: int, threads: int = 1):
     """Train on records; checkpoints (and resume points) go under out_dir/checkpoints. Returns the trained
@@ -93,7 +109,7 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=None if n_checkpoints else 1,
-        save_only_model=bool(n_checkpoints),
+        save_only_model=cfg.get("save_only_model", False),  # True drops optimizer state: no exact resume
         seed=seed,
         data_seed=seed,
         bf16=cfg.get("bf16", False),
@@ -103,7 +119,8 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         report_to=[],
         disable_tqdm=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+    trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                       data_collator=Collator(tokenizer.pad_token_id, images),
                       optimizers=(_optimizer(model, cfg), None))
     last = get_last_checkpoint(args.output_dir) if (out_dir / "checkpoints").exists() else None
