@@ -52,3 +52,11 @@ def test_generation_is_deterministic(tmp_path, tiny_config):
     assert a == b
     assert (tmp_path / "a/pool.json").read_text() == (tmp_path / "b/pool.json").read_text()
     assert (tmp_path / "a/images/pool/000001.png").read_bytes() == (tmp_path / "b/images/pool/000001.png").read_bytes()
+
+
+def test_several_questions_about_one_image_share_a_record(tiny_data, tiny_config):
+    low, _ = tiny_config["datasets"]["digits"]["embedded"]["questions_per_record"]["presence"]
+    presence = [r for r in tiny_data.pool if r["family"] == "presence"]
+    turns = [len(r["conversations"]) // 2 for r in presence]
+    # repeated questions are dropped, so a record can hold fewer than asked, but never just one
+    assert presence and min(turns) >= 2 and sum(turns) / len(turns) >= low / 2
