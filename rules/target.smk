@@ -30,10 +30,6 @@ use rule train_target as train_reference with:
         instance=REFERENCE,
         ratio="1",
     priority: 10
-    log:
-        "results/logs/{dataset}/train_target_{instance}_r{ratio}_s{seed}.log",
-    benchmark:
-        "results/benchmarks/{dataset}/train_target_{instance}_r{ratio}_s{seed}.tsv"
 
 
 ruleorder: train_reference > train_target

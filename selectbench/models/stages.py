@@ -36,6 +36,7 @@ def train_base(data: DataDir, tokenizer_dir: Path, model_cfg: dict[str, Any], se
 
     from selectbench.training.train import train
 
+    torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = build_llava(model_cfg["arch"], tokenizer, seed)
     processor = image_processor_for(model_cfg["arch"]["vision"])
@@ -50,7 +51,6 @@ def train_base(data: DataDir, tokenizer_dir: Path, model_cfg: dict[str, Any], se
         labelled = data.vision_pretrain()
         if labelled is None:
             raise ValueError(f"{data.path}: vision_pretrain is configured but the dataset has no labelled images")
-        torch.set_num_threads(threads)
         extra = pretrain_vision_tower(model.model.vision_tower, images, labelled, model_cfg["vision_pretrain"],
                                       model.config.vision_feature_layer, seed)
     model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
