@@ -18,6 +18,7 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
+include: "rules/features.smk"
 include: "rules/selection.smk"
 include: "rules/target.smk"
 include: "rules/evaluate.smk"

@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+from selectbench.features import FEATURES, spec_label
 from selectbench.selection.registry import Instance, discover, expand, reference_method
 
 # Jobs call `python -m selectbench.cli`: without --use-conda that is the interpreter running Snakemake (its
@@ -20,12 +21,30 @@ ARTIFACT_PATHS = {
     "pool": "results/{dataset}/data",
     "proxy_checkpoints": "results/{dataset}/proxy/finetune/checkpoints.json",
 }
+FEATURE_PATH = "results/{dataset}/features/{feature}/{spec}.npz"
+
+
+def feature_spec(label, feature):
+    inst = INSTANCES[label]
+    return FEATURES[feature].spec(AVAILABLE[inst.method].feature_spec(feature, inst.param_dict))
+
+
+# Every (feature, spec) some instance needs, by path label: instances asking for the same spec share it.
+FEATURE_SPECS = {}
+for _label, _inst in INSTANCES.items():
+    for _name in AVAILABLE[_inst.method].requires:
+        if _name in FEATURES:
+            _spec = feature_spec(_label, _name)
+            FEATURE_SPECS[(_name, spec_label(_spec))] = _spec
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
     instance=r"[A-Za-z0-9_.=-]+",
     ratio=r"[0-9.]+",
+    feature="|".join(FEATURES),
+    spec=r"[A-Za-z0-9_.+-]+",
+    shard=r"[0-9]+",
     seed=r"[0-9]+",
     role=r"proxy|target",
 
@@ -45,7 +64,26 @@ def instance_json(label):
 
 def artifact_inputs(wildcards):
     method = AVAILABLE[INSTANCES[wildcards.instance].method]
-    return {name: ARTIFACT_PATHS[name].format(dataset=wildcards.dataset) for name in method.requires}
+    out = {}
+    for name in method.requires:
+        if name in FEATURES:
+            label = spec_label(feature_spec(wildcards.instance, name))
+            out[name] = FEATURE_PATH.format(dataset=wildcards.dataset, feature=name, spec=label)
+        else:
+            out[name] = ARTIFACT_PATHS[name].format(dataset=wildcards.dataset)
+    return out
+
+
+def feature_inputs(wildcards):
+    """The artifacts a feature's extraction reads."""
+    return {name: ARTIFACT_PATHS[name].format(dataset=wildcards.dataset)
+            for name in FEATURES[wildcards.feature].requires}
+
+
+def feature_shards(wildcards):
+    n = config["features"]["shards"]
+    return [f"results/{wildcards.dataset}/features/{wildcards.feature}/{wildcards.spec}/shard{i}-of-{n}.npz"
+            for i in range(n)]
 
 
 def runs(dataset):

@@ -73,6 +73,24 @@ def cmd_select(a) -> None:
                  a.ratio, a.seed)
 
 
+def cmd_feature_shard(a) -> None:
+    from selectbench.features import FEATURES
+
+    extract = FEATURES[a.feature].load()
+    summary = extract(DataDir(a.data), {k: Path(v) for k, v in a.inputs.items()}, a.spec, a.model_config,
+                      a.shard, a.shards, a.batch_size, Path(a.out), a.threads, a.device)
+    logging.info("%s shard %d/%d: %d examples in %.1f s", a.feature, a.shard, a.shards, summary["examples"],
+                 summary["seconds"])
+
+
+def cmd_feature_gather(a) -> None:
+    from selectbench.features.sharding import gather
+
+    merged = gather([Path(p) for p in a.shards], len(DataDir(a.data).pool), Path(a.out))
+    logging.info("gathered %d shards: %d of %d rows covered", len(a.shards), int(merged["covered"].sum()),
+                 len(merged["covered"]))
+
+
 def cmd_evaluate(a) -> None:
     from selectbench.evaluation.run import evaluate
 
@@ -123,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         ("--threads", {"type": int, "default": 1}))
     add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
         ("--seed", {"type": int, **req}), ("--out", req))
+    add("feature-shard", cmd_feature_shard, ("--feature", req), ("--spec", js), ("--data", req),
+        ("--inputs", js), ("--model-config", js), ("--shard", {"type": int, **req}),
+        ("--shards", {"type": int, **req}), ("--batch-size", {"type": int, "default": 32}),
+        ("--device", {"default": "auto"}), ("--out", req), ("--threads", {"type": int, "default": 1}))
+    add("feature-gather", cmd_feature_gather, ("--data", req), ("--shards", {"nargs": "+", **req}), ("--out", req))
     add("evaluate", cmd_evaluate, ("--model", req), ("--data", req), ("--benchmarks", {"nargs": "+", **req}),
         ("--template", js), ("--key", js), ("--out", req), ("--predictions", req),
         ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}))

@@ -31,7 +31,7 @@ def build_llava(arch: dict[str, Any], tokenizer, seed: int) -> LlavaForCondition
             num_hidden_layers=text["layers"], num_attention_heads=text["heads"],
             num_key_value_heads=text["heads"], max_position_embeddings=text["max_position_embeddings"],
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False),
+            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=text.get("tie_word_embeddings", False)),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER),
         image_seq_length=image_seq_length(vision),
         vision_feature_layer=arch.get("vision_feature_layer", -2),
@@ -57,6 +57,22 @@ def load_model(model_dir: Path, threads: int | None = None):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     processor = CLIPImageProcessor.from_pretrained(model_dir)
     return model, tokenizer, processor
+
+
+def load_checkpoint(checkpoint_dir: Path, with_processors: bool = True):
+    """A Trainer checkpoint (run/checkpoints/checkpoint-N: weights and config only). With processors, also the
+    tokenizer and image processor, read from the checkpoint if saved there, else from the run's published
+    model (run/model)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    model = LlavaForConditionalGeneration.from_pretrained(checkpoint_dir, dtype=torch.float32)
+    if not with_processors:
+        return model
+    source = checkpoint_dir
+    if not (checkpoint_dir / "tokenizer_config.json").exists():
+        source = checkpoint_dir.parent.parent / "model"
+    if not (source / "tokenizer_config.json").exists():
+        raise FileNotFoundError(f"{checkpoint_dir}: no tokenizer in the checkpoint nor in {source}")
+    return model, AutoTokenizer.from_pretrained(source), CLIPImageProcessor.from_pretrained(source)
 
 
 def save_model(model, tokenizer, image_processor, out_dir: Path) -> None:

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from selectbench.features import FEATURES
+
 # Shared artifacts a method may require, produced once per dataset by the rules (rules/common.smk maps each
-# name to its file).
-ARTIFACTS = ("pool", "proxy_checkpoints")
+# name to its file). Features (selectbench.features) are artifacts too, computed once per spec.
+ARTIFACTS = ("pool", "proxy_checkpoints", *FEATURES)
 
 
 @dataclass
@@ -53,13 +55,27 @@ class Method:
     parameters: ClassVar[dict[str, Any]] = {}
     is_reference: ClassVar[bool] = False
 
+    @classmethod
+    def feature_spec(cls, feature: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Settings of a required feature (see selectbench.features) for these parameters; instances that
+        return the same spec share one extraction. Default: the feature's defaults."""
+        return {}
+
     def score(self, ctx: Context) -> dict[str, np.ndarray]:
         """Expensive, once per dataset: arrays saved to disk and handed to select(). Default: nothing."""
         return {}
 
-    def select(self, ctx: Context, scores: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
-        """Row indices of exactly n distinct pool examples."""
+    def select(self, ctx: Context, scores: dict[str, np.ndarray], n: int, seed: int) -> "np.ndarray | Selection":
+        """Row indices of exactly n distinct pool examples (optionally with details for the sidecar)."""
         raise NotImplementedError
+
+
+@dataclass
+class Selection:
+    """Rows plus JSON-serialisable details recorded in the subset's sidecar (e.g. per-cluster counts)."""
+
+    rows: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def subset_size(ratio: float, pool_size: int) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from selectbench.data.prepare import DataDir
-from selectbench.selection.base import Context, subset_size
+from selectbench.selection.base import Context, Selection, subset_size
 from selectbench.selection.registry import Instance, discover
 from selectbench.versions import package_versions
 
@@ -56,7 +56,9 @@ def select(methods_dir: str, data: DataDir, dataset: str, instance: Instance, sc
     method = _method(methods_dir, instance)
     n = ctx.size if method.is_reference else subset_size(ratio, ctx.size)
     start = time.time()
-    rows = np.asarray(method.select(ctx, arrays, n, seed), dtype=np.int64)
+    selected = method.select(ctx, arrays, n, seed)
+    details = selected.details if isinstance(selected, Selection) else {}
+    rows = np.asarray(selected.rows if isinstance(selected, Selection) else selected, dtype=np.int64)
     elapsed = time.time() - start
     if len(rows) != n or len(np.unique(rows)) != n:
         raise ValueError(f"{instance.label}: selected {len(rows)} rows ({len(np.unique(rows))} distinct), "
@@ -69,7 +71,8 @@ def select(methods_dir: str, data: DataDir, dataset: str, instance: Instance, sc
     meta = {"method": instance.method, "instance": instance.label, "parameters": instance.param_dict,
             "ratio": ratio, "seed": seed, "size": n, "pool_size": ctx.size, "dataset": dataset,
             "pool_sha256": data.pool_hash(), "select_seconds": elapsed,
-            "text_only": int(sum("image" not in data.pool[r] for r in rows)), "versions": package_versions()}
+            "text_only": int(sum("image" not in data.pool[r] for r in rows)), "details": details,
+            "versions": package_versions()}
     _write_json(out.with_suffix(".meta.json"), meta)
     _write_json(out, {"ids": [data.pool[r]["id"] for r in rows], "rows": rows.tolist()})
     return meta

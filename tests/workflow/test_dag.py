@@ -35,7 +35,12 @@ def test_every_stage_produced_output(finished_run):
                     "digits/subsets/random/r0.5_s0.meta.json", "digits/target/random/r0.5_s0/model/*.safetensors",
                     "digits/target/full/r1_s0/model/*.safetensors", "digits/eval/full/r1_s0.csv",
                     "tables/digits.md", "tables/digits.tex", "plots/digits_relative.png", "plots/digits_relative.pdf",
-                    "logs/digits/train_target_full_r1_s0.log", "benchmarks/digits/train_target_full_r1_s0.tsv"]:
+                    "logs/digits/train_target_full_r1_s0.log", "benchmarks/digits/train_target_full_r1_s0.tsv",
+                    "digits/proxy/finetune/checkpoints.json",
+                    "digits/features/attention_trajectories/*/shard0-of-2.npz",
+                    "digits/features/attention_trajectories/*/shard1-of-2.npz",
+                    "digits/features/attention_trajectories/*.npz", "digits/scores/xmas.npz",
+                    "digits/subsets/xmas/r0.5_s0.json", "digits/eval/xmas/r0.5_s0.csv"]:
         found = list(results.glob(pattern))
         assert found, pattern
         assert all(p.stat().st_size > 0 for p in found), pattern
@@ -46,9 +51,9 @@ def test_long_table_has_every_run_benchmark_and_metric(finished_run):
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value"]
     runs = {(r["method"], float(r["ratio"]), int(r["seed"])) for r in rows}
-    assert runs == {("full", 1.0, 0), ("random", 0.5, 0)}
+    assert runs == {("full", 1.0, 0), ("random", 0.5, 0), ("xmas", 0.5, 0)}
     primary = {(r["method"], r["benchmark"], r["metric"]) for r in rows}
-    for method in ("full", "random"):
+    for method in ("full", "random", "xmas"):
         for bench, metric in [("pope", "f1"), ("textvqa", "vqa_accuracy"), ("vqav2", "vqa_accuracy"),
                               ("gqa", "exact_match"), ("mmbench", "circular_accuracy"), ("mmvet", "judge_score")]:
             assert (method, bench, metric) in primary

@@ -1,0 +1,60 @@
+"""Shared per-example features: computed once per (dataset, feature spec) by N shard jobs that a gather step
+merges, then read by every method instance, ratio and seed that needs them.
+
+A method asks for a feature by naming it in `requires` and saying which spec it needs (Method.feature_spec);
+instances that ask for the same spec share one extraction. This module stays import-light (no torch) because
+the Snakefile reads it at planning time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    defaults: dict[str, Any]
+    requires: tuple[str, ...]       # artifacts the extraction reads (selectbench.selection.base.ARTIFACTS)
+    extractor: str                  # "module:function" with extract_shard's signature
+    choices: dict[str, tuple] = field(default_factory=dict)
+
+    def spec(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full spec: defaults updated with overrides; unknown keys and bad choices are errors."""
+        overrides = dict(overrides or {})
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"feature {self.name!r} has no setting(s) {sorted(unknown)}; "
+                             f"it takes {sorted(self.defaults)}")
+        spec = {**self.defaults, **overrides}
+        for key, allowed in self.choices.items():
+            if spec[key] not in allowed:
+                raise ValueError(f"feature {self.name!r}: {key} must be one of {allowed}, got {spec[key]!r}")
+        return spec
+
+    def load(self) -> Callable:
+        module, func = self.extractor.split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+FEATURES: dict[str, Feature] = {
+    "attention_trajectories": Feature(
+        name="attention_trajectories",
+        defaults={"attention": "released", "layers": "all", "combine": "sum", "k": 5, "svd": "exact"},
+        requires=("pool", "proxy_checkpoints"),
+        extractor="selectbench.features.trajectories:extract_shard",
+        choices={"attention": ("released", "paper"), "combine": ("sum", "concat"), "svd": ("exact", "randomized")},
+    ),
+}
+
+
+def spec_label(spec: dict[str, Any]) -> str:
+    """A readable, path-safe name for a spec, e.g. attention-released_combine-sum_k-5_layers-all_svd-exact."""
+    def fmt(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "+".join(fmt(v) for v in value)
+        return re.sub(r"[^A-Za-z0-9.+-]", "", str(value))
+    return "_".join(f"{k}-{fmt(v)}" for k, v in sorted(spec.items()))

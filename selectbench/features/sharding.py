@@ -1,0 +1,95 @@
+"""Scatter/gather of per-example feature extraction over N shard jobs.
+
+Batches are planned once for the whole pool (examples sorted by conversation length, then cut into fixed-size
+batches) and whole batches are dealt to shards round-robin. Every example therefore lands in the same batch
+whatever N is, so the gathered arrays are bit-for-bit identical for any shard count.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+def conversation_length(record: dict) -> int:
+    return sum(len(turn.get("value", "")) for turn in record.get("conversations", []))
+
+
+def plan_batches(pool: list[dict], rows: Iterable[int], batch_size: int) -> list[np.ndarray]:
+    """Rows grouped into batches of similar length (less padding); deterministic from the pool alone."""
+    rows = np.asarray(list(rows), dtype=np.int64)
+    lengths = np.array([conversation_length(pool[r]) for r in rows])
+    order = rows[np.lexsort((rows, lengths))]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_batches(batches: list[np.ndarray], shard: int, n_shards: int) -> list[np.ndarray]:
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} outside 0..{n_shards - 1}")
+    return batches[shard::n_shards]
+
+
+def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]], work_dir: Path
+              ) -> dict[str, dict[str, np.ndarray]]:
+    """compute(part) for each part (e.g. one checkpoint), saving each result under work_dir as it completes, so
+    that a job killed half-way resumes from the first missing part."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for index, part in enumerate(parts):
+        path = work_dir / f"part{index:04d}.npz"
+        stamp = work_dir / f"part{index:04d}.json"
+        if path.exists() and stamp.exists() and json.loads(stamp.read_text()).get("part") == part:
+            with np.load(path) as z:
+                results[part] = {k: z[k] for k in z.files}
+            continue
+        arrays = compute(part)
+        tmp = work_dir / f"part{index:04d}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.rename(path)
+        stamp.write_text(json.dumps({"part": part}))
+        results[part] = arrays
+    return results
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomic write: the file appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.rename(path)
+
+
+def gather(shard_files: list[Path], pool_size: int, out: Path) -> dict[str, np.ndarray]:
+    """Merge shard outputs (each with a 'rows' array and row-aligned arrays) into pool-sized arrays; rows no
+    shard covered are NaN (float) or -1 (integer). Arrays named 'meta_*' are copied from the first shard."""
+    merged: dict[str, np.ndarray] = {}
+    covered = np.zeros(pool_size, dtype=bool)
+    for path in shard_files:
+        with np.load(path) as z:
+            rows = z["rows"]
+            if covered[rows].any():
+                raise ValueError(f"{path}: rows already covered by another shard")
+            covered[rows] = True
+            for key in z.files:
+                if key == "rows":
+                    continue
+                value = z[key]
+                if key.startswith("meta_"):
+                    merged.setdefault(key, value)
+                    continue
+                if key not in merged:
+                    fill = np.nan if np.issubdtype(value.dtype, np.floating) else -1
+                    merged[key] = np.full((pool_size, *value.shape[1:]), fill, dtype=value.dtype)
+                merged[key][rows] = value
+    merged["covered"] = covered
+    save_npz(out, merged)
+    return merged
+
+
+def clear(work_dir: Path) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)
