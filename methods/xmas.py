@@ -42,6 +42,19 @@ class XMAS(Method):
         "kmeans_backend": "auto",  # faiss (release; random init) | sklearn (k-means++ init) | auto: faiss if present
     }
 
+    @classmethod
+    def check(cls, params):
+        cls.resolved(params)
+        choices = {"attention": (None, "released", "paper"), "combine": (None, "sum", "concat"),
+                   "feature": (None, "sum", "per_sigma", "loss"), "svd": ("exact", "randomized"),
+                   "order": ("stable", "random"), "kmeans_backend": ("auto", "faiss", "sklearn")}
+        for key, allowed in choices.items():
+            if params[key] not in allowed:
+                raise ValueError(f"{key} must be one of {[a for a in allowed if a]}, got {params[key]!r}")
+        for key in ("k", "clusters", "min_cluster_size", "kmeans_iterations", "kmeans_restarts"):
+            if not isinstance(params[key], int) or params[key] < 1:
+                raise ValueError(f"{key} must be a positive integer, got {params[key]!r}")
+
     @staticmethod
     def resolved(params):
         if params["variant"] not in VARIANTS:

@@ -56,6 +56,10 @@ class Method:
     is_reference: ClassVar[bool] = False
 
     @classmethod
+    def check(cls, params: dict[str, Any]) -> None:
+        """Raise ValueError for a bad parameter value; called when the DAG is planned, before anything runs."""
+
+    @classmethod
     def feature_spec(cls, feature: str, params: dict[str, Any]) -> dict[str, Any]:
         """Settings of a required feature (see selectbench.features) for these parameters; instances that
         return the same spec share one extraction. Default: the feature's defaults."""

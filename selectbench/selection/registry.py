@@ -73,6 +73,10 @@ def expand(methods_cfg: dict[str, dict[str, Any]], available: dict[str, type[Met
         grid = {k: v for k, v in overrides.items() if isinstance(v, list)}
         for values in itertools.product(*grid.values()) if grid else [()]:
             params = {**merged, **dict(zip(grid, values))}
+            try:
+                cls.check(params)
+            except ValueError as err:
+                raise MethodError(f"method {name!r}: {err}") from err
             label = name + "".join(f"__{k}-{v}" for k, v in zip(grid, values))
             instances.append(Instance(label, name, tuple(sorted(params.items()))))
     return instances

@@ -98,4 +98,13 @@ def test_variants_and_knobs_map_to_feature_specs(xmas):
     # selection-only knobs share one extraction
     assert xmas.feature_spec("attention_trajectories", _params(xmas, clusters=7, order="random")) == released
     with pytest.raises(ValueError, match="variant"):
-        xmas.feature_spec("attention_trajectories", _params(xmas, variant="v2"))
+        xmas.feature_spec("attention_trajectories", {**xmas.parameters, "variant": "v2"})
+
+
+@pytest.mark.parametrize("bad, message", [({"variant": "v2"}, "variant"), ({"order": "best"}, "order"),
+                                          ({"clusters": 0}, "clusters"), ({"feature": "norm"}, "feature")])
+def test_bad_parameters_are_rejected_when_planning(xmas, bad, message):
+    from selectbench.selection.registry import MethodError
+
+    with pytest.raises(MethodError, match=message):
+        expand({"xmas": bad}, {"xmas": xmas})
