@@ -31,6 +31,22 @@ log = logging.getLogger(__name__)
 
 
 
+CACHE_EXAMPLES = 20_000
+
+
+class _LazyBatches:
+    """A sequence of batches built on access (images decoded each time)."""
+
+    def __init__(self, make, n: int):
+        self.make, self.n = make, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (self.make(i) for i in range(self.n))
+
+
 def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over each example's supervised (answer) tokens; padding never counts."""
     shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
@@ -84,10 +100,15 @@ def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], 
     images = ImageLoader(data.image_root, processor)
     collate = Collator(tokenizer.pad_token_id, images)
     dataset = SupervisedDataset([pool[r] for r in rows], template, images)
-    prepared, start = [], 0
-    for b in batches:  # images decoded once, reused by every checkpoint
-        prepared.append(collate([dataset[i] for i in range(start, start + len(b))]))
-        start += len(b)
+    offsets = np.cumsum([0] + [len(b) for b in batches])
+
+    def make_batch(i: int) -> dict[str, torch.Tensor]:
+        return collate([dataset[j] for j in range(offsets[i], offsets[i + 1])])
+
+    # Small shards decode their images once for all checkpoints; large ones (paper scale) re-read them per
+    # checkpoint rather than hold every pixel in memory.
+    cached = len(rows) <= CACHE_EXAMPLES
+    prepared = [make_batch(i) for i in range(len(batches))] if cached else _LazyBatches(make_batch, len(batches))
     t0 = time.time()
 
     def compute(checkpoint: str) -> dict[str, np.ndarray]:
