@@ -20,6 +20,7 @@ INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))
 ARTIFACT_PATHS = {
     "pool": "results/{dataset}/data",
     "proxy_checkpoints": "results/{dataset}/proxy/finetune/checkpoints.json",
+    "clip_model": "results/{dataset}/clip/model.json",
 }
 FEATURE_PATH = "results/{dataset}/features/{feature}/{spec}.npz"
 

@@ -59,3 +59,25 @@ rule proxy_finetune:
     shell:
         "python -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg:q}"
         " --out {params.out} --checkpoint-list {output} --threads {threads} > {log} 2>&1"
+
+
+rule clip_model:
+    """CLIP for clip_score: a pretrained one named in the config, or a tiny one trained once on the captions."""
+    input:
+        data="results/{dataset}/data",
+        tokenizer="results/{dataset}/tokenizer",
+    output:
+        "results/{dataset}/clip/model.json",
+    params:
+        cfg=json.dumps(config["clip"]),
+        model_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "model"),
+    threads: threads_for("clip_model")
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/clip_model.log",
+    benchmark:
+        "results/benchmarks/{dataset}/clip_model.tsv"
+    shell:
+        "python -m selectbench.cli clip --data {input.data} --tokenizer {input.tokenizer} --config {params.cfg:q}"
+        " --model-dir {params.model_dir} --out {output} --threads {threads} > {log} 2>&1"

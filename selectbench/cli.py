@@ -73,6 +73,20 @@ def cmd_select(a) -> None:
                  a.ratio, a.seed)
 
 
+def cmd_clip(a) -> None:
+    pretrained = a.config.get("pretrained")
+    source = pretrained
+    if not pretrained:
+        from selectbench.models.clip import train_clip
+
+        train_clip(DataDir(a.data), Path(a.tokenizer), a.config, a.config.get("seed", 0), Path(a.model_dir),
+                   a.threads)
+        source = str(Path(a.model_dir).resolve())
+    tmp = Path(a.out).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"source": source, "trained_here": not pretrained}))
+    tmp.rename(a.out)
+
+
 def cmd_feature_shard(a) -> None:
     from selectbench.features import FEATURES
 
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--threads", {"type": int, "default": 1}))
     add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
         ("--seed", {"type": int, **req}), ("--out", req))
+    add("clip", cmd_clip, ("--data", req), ("--tokenizer", req), ("--config", js), ("--model-dir", req),
+        ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("feature-shard", cmd_feature_shard, ("--feature", req), ("--spec", js), ("--data", req),
         ("--inputs", js), ("--model-config", js), ("--shard", {"type": int, **req}),
         ("--shards", {"type": int, **req}), ("--batch-size", {"type": int, "default": 32}),

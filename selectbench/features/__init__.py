@@ -48,6 +48,18 @@ FEATURES: dict[str, Feature] = {
         extractor="selectbench.features.trajectories:extract_shard",
         choices={"attention": ("released", "paper"), "combine": ("sum", "concat"), "svd": ("exact", "randomized")},
     ),
+    "proxy_token_stats": Feature(
+        name="proxy_token_stats",
+        defaults={"checkpoint": -1},  # index into the proxy's checkpoint list; -1 = the end of its fine-tune
+        requires=("pool", "proxy_checkpoints"),
+        extractor="selectbench.features.token_stats:extract_shard",
+    ),
+    "clip_score": Feature(
+        name="clip_score",
+        defaults={},
+        requires=("pool", "clip_model"),
+        extractor="selectbench.features.clip_score:extract_shard",
+    ),
 }
 
 
@@ -57,4 +69,4 @@ def spec_label(spec: dict[str, Any]) -> str:
         if isinstance(value, (list, tuple)):
             return "+".join(fmt(v) for v in value)
         return re.sub(r"[^A-Za-z0-9.+-]", "", str(value))
-    return "_".join(f"{k}-{fmt(v)}" for k, v in sorted(spec.items()))
+    return "_".join(f"{k}-{fmt(v)}" for k, v in sorted(spec.items())) or "default"

@@ -18,7 +18,7 @@ from selectbench.features import FEATURES
 
 # Shared artifacts a method may require, produced once per dataset by the rules (rules/common.smk maps each
 # name to its file). Features (selectbench.features) are artifacts too, computed once per spec.
-ARTIFACTS = ("pool", "proxy_checkpoints", *FEATURES)
+ARTIFACTS = ("pool", "proxy_checkpoints", "clip_model", *FEATURES)
 
 
 @dataclass
@@ -89,14 +89,24 @@ def subset_size(ratio: float, pool_size: int) -> int:
     return max(1, min(pool_size, math.floor(ratio * pool_size + 0.5)))
 
 
+BANDS = ("low", "middle", "high")
+
+
 def band_indices(scores: np.ndarray, n: int, band: str) -> np.ndarray:
-    """The n rows with the lowest, middle or highest scores (stable tie order by row)."""
-    order = np.argsort(scores, kind="stable")
+    """The n rows with the lowest, middle or highest scores (stable tie order by row). Rows whose score is
+    NaN (nothing to score, e.g. no answer token) are ranked out of every band and used only if n exceeds the
+    scored rows."""
+    if band not in BANDS:
+        raise ValueError(f"band must be low, middle or high, got {band!r}")
+    scores = np.asarray(scores, dtype=np.float64)
+    scored = np.flatnonzero(~np.isnan(scores))
+    order = scored[np.argsort(scores[scored], kind="stable")]
+    unscored = np.flatnonzero(np.isnan(scores))
+    if n > len(order):
+        return np.concatenate([order, unscored[:n - len(order)]])
     if band == "low":
         return order[:n]
     if band == "high":
         return order[len(order) - n:]
-    if band == "middle":
-        start = (len(order) - n) // 2
-        return order[start:start + n]
-    raise ValueError(f"band must be low, middle or high, got {band!r}")
+    start = (len(order) - n) // 2
+    return order[start:start + n]

@@ -23,7 +23,7 @@ def _extract(tmp_path, tiny_data, tiny_config, proxy_run, n_shards, spec=None):
 def test_gathered_trajectories_do_not_depend_on_the_shard_count(tmp_path, tiny_data, tiny_config, proxy_run,
                                                                  monkeypatch):
     one = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 1)
-    monkeypatch.setattr("selectbench.features.trajectories.CACHE_EXAMPLES", 0)  # images re-read per checkpoint
+    monkeypatch.setattr("selectbench.features.passes.CACHE_EXAMPLES", 0)  # images re-read per checkpoint
     three = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 3)
     has_image = np.array(["image" in r for r in tiny_data.pool])
     np.testing.assert_array_equal(one["covered"], has_image)

@@ -1,0 +1,74 @@
+"""CLIP score of every pool record: cosine between the CLIP image embedding and the CLIP text embedding of the
+record's conversation text (DataComp's CLIP-score filter). Text-only records have no image: their score is
+NaN, so ranking methods take them only after every scored record (see selection.base.band_indices).
+
+Output of one shard: rows, clip_score (n, 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from selectbench.data.images import ImageLoader
+from selectbench.data.prepare import DataDir
+from selectbench.features.passes import device_for, run_shard
+from selectbench.features.sharding import plan_batches, shard_batches
+from selectbench.models.clip import encode_texts, load_clip, record_text
+
+log = logging.getLogger(__name__)
+
+
+def model_source(pointer: Path) -> str:
+    """The clip_model artifact is a small JSON naming the model: a local folder or a cached Hub id."""
+    return json.loads(Path(pointer).read_text())["source"]
+
+
+@torch.inference_mode()
+def clip_scores(model, tokenizer, images: ImageLoader, records: list[dict], batches: list[np.ndarray],
+                device: torch.device, max_length: int, desc: str = "") -> np.ndarray:
+    model.to(device)
+    out = []
+    for batch in tqdm(batches, desc=desc, mininterval=10):
+        recs = [records[i] for i in batch]
+        scores = np.full(len(recs), np.nan, dtype=np.float32)
+        with_image = [i for i, r in enumerate(recs) if "image" in r]
+        if with_image:
+            pixels = images.pixel_values([images.load(recs[i]["image"], recs[i].get("id")) for i in with_image])
+            text = encode_texts(tokenizer, [record_text(recs[i]) for i in with_image], max_length)
+            image_emb = model.get_image_features(pixel_values=pixels.to(device))
+            text_emb = model.get_text_features(**{k: v.to(device) for k, v in text.items()})
+            image_emb = getattr(image_emb, "pooler_output", image_emb)
+            text_emb = getattr(text_emb, "pooler_output", text_emb)
+            cos = torch.nn.functional.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
+            scores[with_image] = cos.cpu().numpy()
+        out.append(scores)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
+                  shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
+                  device: str = "auto") -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    source = model_source(inputs["clip_model"])
+    batches = shard_batches(plan_batches(data.pool, range(len(data.pool)), batch_size), shard, n_shards)
+    rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+    local = [np.arange(i, i + len(b)) for i, b in zip(np.cumsum([0] + [len(b) for b in batches]), batches)]
+
+    def compute(_: str) -> dict[str, np.ndarray]:
+        model, tokenizer, processor = load_clip(source)
+        max_length = model.config.text_config.max_position_embeddings
+        images = ImageLoader(data.image_root, processor)
+        records = [data.pool[r] for r in rows]
+        return {"clip_score": clip_scores(model, tokenizer, images, records, local, device_for(device), max_length,
+                                          desc=f"clip shard {shard}/{n_shards}")}
+
+    summary = run_shard([source], compute, rows, out, {"shard": shard, "shards": n_shards, "model": source})
+    log.info("clip scores: %s", json.dumps(summary))
+    return summary

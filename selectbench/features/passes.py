@@ -1,0 +1,95 @@
+"""What every sharded proxy pass shares: this shard's rows and batches, one pass per checkpoint (resumable),
+and the atomic publication of the shard file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from selectbench.data.images import ImageLoader
+from selectbench.data.prepare import DataDir
+from selectbench.features.sharding import clear, plan_batches, run_parts, save_npz, shard_batches
+from selectbench.models.build import load_checkpoint
+from selectbench.models.conversation import IGNORE_INDEX
+from selectbench.models.stages import make_template
+from selectbench.training.data import Collator, SupervisedDataset
+
+CACHE_EXAMPLES = 20_000  # shards up to this size decode their images once for every checkpoint
+
+
+class LazyBatches:
+    """Batches built on access (images decoded each time): large shards never hold every pixel in memory."""
+
+    def __init__(self, make: Callable[[int], dict], n: int):
+        self.make, self.n = make, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (self.make(i) for i in range(self.n))
+
+
+def shard_batches_for(data: DataDir, checkpoint: Path, model_cfg: dict[str, Any], rows: Sequence[int],
+                      shard: int, n_shards: int, batch_size: int) -> tuple[np.ndarray, Sequence[dict]]:
+    """This shard's pool rows (in batch order) and their collated batches, encoded with the proxy's template.
+    Batches are planned for all `rows` first, so an example's batch does not depend on the shard count."""
+    batches = shard_batches(plan_batches(data.pool, rows, batch_size), shard, n_shards)
+    mine = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+    model, tokenizer, processor = load_checkpoint(checkpoint)
+    template = make_template(tokenizer, model, model_cfg["template"])
+    images = ImageLoader(data.image_root, processor)
+    collate = Collator(tokenizer.pad_token_id, images)
+    dataset = SupervisedDataset([data.pool[r] for r in mine], template, images)
+    offsets = np.cumsum([0] + [len(b) for b in batches])
+
+    def make(i: int) -> dict:
+        return collate([dataset[j] for j in range(offsets[i], offsets[i + 1])])
+
+    if len(mine) <= CACHE_EXAMPLES:
+        return mine, [make(i) for i in range(len(batches))]
+    return mine, LazyBatches(make, len(batches))
+
+
+def device_for(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def answer_token_targets(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token view of a batch: (B, S-1, V) float logits, (B, S-1) targets (0 where unsupervised), and the
+    mask of supervised (assistant answer) tokens; padding and prompts are never supervised."""
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    return shift_logits, shift_labels.clamp(min=0), mask
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over each example's supervised (answer) tokens."""
+    shift_logits, targets, mask = answer_token_targets(logits, labels)
+    token = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), targets, reduction="none")
+    return (token * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def run_shard(checkpoints: list[str], compute: Callable[[str], dict[str, np.ndarray]], rows: np.ndarray,
+              out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """compute(checkpoint) → row-aligned arrays, for each checkpoint (saved as it finishes, so a killed job
+    resumes); arrays are stacked on axis 1 (one slot per checkpoint) and published with the rows."""
+    t0 = time.time()
+    work = Path(out).with_name(Path(out).name + ".parts")
+    parts = run_parts(checkpoints, compute, work)
+    per = [parts[c] for c in checkpoints]
+    arrays = {key: np.stack([p[key] for p in per], axis=1) for key in per[0]} if per else {}
+    save_npz(Path(out), {"rows": rows, **arrays, "meta_checkpoints": np.array([Path(c).name for c in checkpoints])})
+    clear(work)
+    return {**summary, "examples": int(len(rows)), "checkpoints": len(checkpoints), "seconds": time.time() - t0}
+
+
+def read_checkpoints(listing: Path) -> list[str]:
+    return json.loads(Path(listing).read_text())

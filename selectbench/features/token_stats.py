@@ -1,0 +1,81 @@
+"""Per-example answer-token statistics of the proxy, from one pass over the whole pool (text-only records
+included), shared by the perplexity and EL2N baselines (and any method that wants them).
+
+Output of one shard: rows, nll (n, 1) mean answer-token cross-entropy, el2n (n, 1) mean over answer tokens of
+‖softmax(logits) − onehot(target)‖₂, margin (n, 1) mean over answer tokens of p(target) − max p(other)
+(AUM-style), n_answer (n, 1) supervised tokens; the second axis is the one checkpoint used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from selectbench.data.prepare import DataDir
+from selectbench.features import FEATURES
+from selectbench.features.passes import answer_token_targets, device_for, read_checkpoints, run_shard, \
+    shard_batches_for
+from selectbench.models.build import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example means over supervised answer tokens (NaN for an example without any)."""
+    shift_logits, targets, mask = answer_token_targets(logits, labels)
+    logp = torch.log_softmax(shift_logits, dim=-1)
+    p = logp.exp()
+    logp_target = logp.gather(-1, targets[..., None])[..., 0]
+    p_target = logp_target.exp()
+    # ‖p − e_y‖² = Σ p² − 2 p_y + 1
+    el2n = ((p * p).sum(-1) - 2 * p_target + 1).clamp(min=0).sqrt()
+    other = p.scatter(-1, targets[..., None], float("-inf")).max(-1).values
+    count = mask.sum(1)
+    denom = count.clamp(min=1)
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        value = (x * mask).sum(1) / denom
+        return torch.where(count > 0, value, torch.full_like(value, float("nan")))
+
+    return {"nll": mean(-logp_target), "el2n": mean(el2n), "margin": mean(p_target - other), "n_answer": count}
+
+
+@torch.inference_mode()
+def statistics_for_checkpoint(model, batches, device: torch.device, desc: str = "") -> dict[str, np.ndarray]:
+    model.eval().to(device)
+    out: dict[str, list] = {}
+    for batch in tqdm(batches, desc=desc, mininterval=10):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       pixel_values=batch.get("pixel_values")).logits
+        for key, value in token_statistics(logits, batch["labels"]).items():
+            out.setdefault(key, []).append(value.cpu())
+    return {k: torch.cat(v).numpy().astype(np.int64 if k == "n_answer" else np.float32) for k, v in out.items()}
+
+
+def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
+                  shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
+                  device: str = "auto") -> dict[str, Any]:
+    spec = FEATURES["proxy_token_stats"].spec(spec)
+    torch.set_num_threads(threads)
+    listing = read_checkpoints(inputs["proxy_checkpoints"])
+    index = int(spec["checkpoint"])
+    if not -len(listing) <= index < len(listing):
+        raise ValueError(f"proxy_token_stats: checkpoint {index} out of range; the proxy saved {len(listing)}")
+    checkpoint = listing[index]
+    rows, batches = shard_batches_for(data, Path(checkpoint), model_cfg, range(len(data.pool)), shard, n_shards,
+                                      batch_size)
+
+    def compute(path: str) -> dict[str, np.ndarray]:
+        model = load_checkpoint(Path(path), with_processors=False)
+        return statistics_for_checkpoint(model, batches, device_for(device), desc=f"shard {shard}/{n_shards}")
+
+    summary = run_shard([checkpoint], compute, rows, out, {"shard": shard, "shards": n_shards, "spec": spec})
+    log.info("token statistics: %s", json.dumps(summary))
+    return summary

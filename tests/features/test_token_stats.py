@@ -1,0 +1,59 @@
+"""Proxy answer-token statistics against a direct per-example recomputation; shard invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from selectbench.data.images import ImageLoader
+from selectbench.features.sharding import gather
+from selectbench.features.token_stats import extract_shard
+from selectbench.models.build import load_checkpoint
+from selectbench.models.conversation import IGNORE_INDEX
+from selectbench.models.stages import make_template
+from selectbench.training.data import Collator, SupervisedDataset
+
+
+def _extract(tmp_path, tiny_data, tiny_config, proxy_run, n_shards):
+    files = []
+    for shard in range(n_shards):
+        out = tmp_path / f"n{n_shards}" / f"s{shard}.npz"
+        extract_shard(tiny_data, {"proxy_checkpoints": proxy_run["listing"]}, {}, tiny_config["models"]["proxy"],
+                      shard, n_shards, 8, out, device="cpu")
+        files.append(out)
+    return gather(files, len(tiny_data.pool), tmp_path / f"n{n_shards}.npz")
+
+
+def test_statistics_match_a_direct_recomputation(tmp_path, tiny_data, tiny_config, proxy_run):
+    stats = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 1)
+    assert stats["covered"].all(), "every record, text-only included, is scored"
+    model, tokenizer, processor = load_checkpoint(proxy_run["checkpoints"][-1])
+    template = make_template(tokenizer, model, tiny_config["models"]["proxy"]["template"])
+    images = ImageLoader(tiny_data.image_root, processor)
+    text_only = [i for i, r in enumerate(tiny_data.pool) if "image" not in r][:2]
+    rows = [0, 1, 2] + text_only
+    dataset = SupervisedDataset([tiny_data.pool[r] for r in rows], template, images)
+    collate = Collator(tokenizer.pad_token_id, images)
+    for i, row in enumerate(rows):
+        batch = collate([dataset[i]])  # alone: no padding at all
+        with torch.no_grad():
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0].double()
+        labels = batch["labels"][0]
+        positions = (labels[1:] != IGNORE_INDEX).nonzero().flatten()
+        p = torch.softmax(logits[positions], -1).numpy()
+        y = labels[1:][positions].numpy()
+        onehot = np.eye(p.shape[1])[y]
+        nll = -np.log(p[np.arange(len(y)), y]).mean()
+        el2n = np.linalg.norm(p - onehot, axis=1).mean()
+        other = np.where(onehot > 0, -np.inf, p).max(1)
+        margin = (p[np.arange(len(y)), y] - other).mean()
+        assert stats["n_answer"][row, 0] == len(y)
+        np.testing.assert_allclose([stats["nll"][row, 0], stats["el2n"][row, 0], stats["margin"][row, 0]],
+                                   [nll, el2n, margin], rtol=1e-4)
+
+
+def test_shard_count_does_not_change_statistics(tmp_path, tiny_data, tiny_config, proxy_run):
+    one = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 1)
+    two = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 2)
+    for key in ("nll", "el2n", "margin", "n_answer"):
+        np.testing.assert_array_equal(one[key], two[key])

@@ -1,0 +1,56 @@
+"""The clip_score pipeline: a tiny CLIP trained and saved in transformers' format, loaded by path as a
+pretrained one would be, and the per-record cosine against a direct recomputation; text-only is missing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from selectbench.features.clip_score import extract_shard
+from selectbench.features.sharding import gather
+from selectbench.models.clip import encode_texts, load_clip, record_text, train_clip
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory, tiny_data, tiny_config):
+    from selectbench.models.stages import build_tokenizer
+
+    root = tmp_path_factory.mktemp("clip")
+    build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], root / "tok")
+    cfg = {**tiny_config["clip"], "epochs": 2}
+    summary = train_clip(tiny_data, root / "tok", cfg, 0, root / "model", threads=1)
+    assert summary["pairs"] == len(tiny_data.captions()) and np.isfinite(summary["final_loss"])
+    (root / "model.json").write_text(json.dumps({"source": str(root / "model")}))
+    return root
+
+
+def test_scores_match_a_direct_recomputation(tmp_path, tiny_data, tiny_config, clip_dir):
+    files = [tmp_path / f"s{i}.npz" for i in range(2)]
+    for i, f in enumerate(files):
+        extract_shard(tiny_data, {"clip_model": clip_dir / "model.json"}, {}, {}, i, 2, 8, f, device="cpu")
+    scores = gather(files, len(tiny_data.pool), tmp_path / "all.npz")["clip_score"][:, 0]
+    has_image = np.array(["image" in r for r in tiny_data.pool])
+    assert np.isnan(scores[~has_image]).all() and np.isfinite(scores[has_image]).all()
+    assert (np.abs(scores[has_image]) <= 1 + 1e-6).all()
+    model, tokenizer, processor = load_clip(clip_dir / "model")
+    from selectbench.data.images import ImageLoader
+
+    images = ImageLoader(tiny_data.image_root, processor)
+    for row in np.flatnonzero(has_image)[:3]:
+        record = tiny_data.pool[row]
+        with torch.no_grad():
+            out = model(pixel_values=images.pixel_values([images.load(record["image"])]),
+                        **encode_texts(tokenizer, [record_text(record)], 77))
+        want = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds).item()
+        assert scores[row] == pytest.approx(want, abs=1e-5)
+
+
+def test_text_is_truncated_to_the_context_and_ends_with_eos(clip_dir):
+    _, tokenizer, _ = load_clip(clip_dir / "model")
+    enc = encode_texts(tokenizer, ["1 2 3 " * 100, "short"], 77)
+    assert enc["input_ids"].shape[1] == 77
+    ends = enc["attention_mask"].sum(1) - 1
+    assert (enc["input_ids"][torch.arange(2), ends] == tokenizer.eos_token_id).all()
