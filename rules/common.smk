@@ -21,6 +21,7 @@ ARTIFACT_PATHS = {
     "pool": "results/{dataset}/data",
     "proxy_checkpoints": "results/{dataset}/proxy/finetune/checkpoints.json",
     "clip_model": "results/{dataset}/clip/model.json",
+    "gradient_warmup": "results/{dataset}/gradient/warmup.json",
 }
 FEATURE_PATH = "results/{dataset}/features/{feature}/{spec}.npz"
 

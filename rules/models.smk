@@ -81,3 +81,27 @@ rule clip_model:
     shell:
         "python -m selectbench.cli clip --data {input.data} --tokenizer {input.tokenizer} --config {params.cfg:q}"
         " --model-dir {params.model_dir} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule gradient_warmup:
+    """LESS's warm-up: a short LoRA run of the proxy base on a seeded fraction of the pool (Adam state kept)."""
+    input:
+        data="results/{dataset}/data",
+        base="results/{dataset}/base/proxy/model",
+    output:
+        "results/{dataset}/gradient/warmup.json",
+    params:
+        cfg=model_config("proxy"),
+        warmup=json.dumps(config["gradient_warmup"]),
+        base=lambda w, input: os.path.dirname(input.base),
+        out=lambda w, output: os.path.join(os.path.dirname(output[0]), "warmup"),
+    threads: threads_for("gradient_warmup")
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/gradient_warmup.log",
+    benchmark:
+        "results/benchmarks/{dataset}/gradient_warmup.tsv"
+    shell:
+        "python -m selectbench.cli gradient-warmup --data {input.data} --base {params.base} --model-config {params.cfg:q}"
+        " --warmup {params.warmup:q} --out-dir {params.out} --out {output} --threads {threads} > {log} 2>&1"

@@ -14,6 +14,7 @@ rule report:
         reference=REFERENCE,
         tables=lambda w, output: os.path.dirname(output.table),
         plots=lambda w, output: os.path.dirname(output.png),
+        margin=config["report"]["chance_margin"],
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -23,4 +24,4 @@ rule report:
     shell:
         "python -m selectbench.cli report --dataset {wildcards.dataset} --inputs {input} --reference {params.reference}"
         " --benchmarks {params.benchmarks} --tables {params.tables} --plots {params.plots}"
-        " --published {params.published} > {log} 2>&1"
+        " --published {params.published} --chance-margin {params.margin} > {log} 2>&1"

@@ -87,6 +87,16 @@ def cmd_clip(a) -> None:
     tmp.rename(a.out)
 
 
+def cmd_gradient_warmup(a) -> None:
+    from selectbench.features.gradients import run_warmup
+
+    summary = run_warmup(DataDir(a.data), Path(a.base), a.model_config, a.warmup, Path(a.out_dir), a.threads)
+    logging.info("gradient warm-up: %d rows, loss %.4f", summary["rows"], summary["train_loss"])
+    tmp = Path(a.out).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"base": str(Path(a.base).resolve()), "warmup": str(Path(a.out_dir).resolve())}))
+    tmp.rename(a.out)
+
+
 def cmd_feature_shard(a) -> None:
     from selectbench.features import FEATURES
 
@@ -122,7 +132,7 @@ def cmd_report(a) -> None:
     out = Path(a.tables)
     out.mkdir(parents=True, exist_ok=True)
     write_long(rows, out / f"{a.dataset}.csv")
-    summary = summarise(rows, a.reference, a.benchmarks)
+    summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     (out / f"{a.dataset}.md").write_text(to_markdown(summary, a.benchmarks, a.dataset, published))
     (out / f"{a.dataset}.tex").write_text(to_latex(summary, a.benchmarks, a.dataset))
@@ -157,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--seed", {"type": int, **req}), ("--out", req))
     add("clip", cmd_clip, ("--data", req), ("--tokenizer", req), ("--config", js), ("--model-dir", req),
         ("--out", req), ("--threads", {"type": int, "default": 1}))
+    add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", req), ("--model-config", js),
+        ("--warmup", js), ("--out-dir", req), ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("feature-shard", cmd_feature_shard, ("--feature", req), ("--spec", js), ("--data", req),
         ("--inputs", js), ("--model-config", js), ("--shard", {"type": int, **req}),
         ("--shards", {"type": int, **req}), ("--batch-size", {"type": int, "default": 32}),
@@ -166,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--template", js), ("--key", js), ("--out", req), ("--predictions", req),
         ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}))
     add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),
-        ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}))
+        ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
+        ("--chance-margin", {"type": float, "default": None}))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

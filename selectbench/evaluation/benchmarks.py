@@ -24,6 +24,8 @@ class Benchmark:
     name: ClassVar[str]
     primary: ClassVar[str]
     chance: ClassVar[str] = ""
+    # (metric, value) a model must clearly beat to count as having learned the benchmark (see report.tables)
+    chance_level: ClassVar[tuple[str, float] | None] = None
     request_type: ClassVar[str] = "generate"  # or "loglikelihood"
     max_new_tokens: ClassVar[int] = 8
 
@@ -47,6 +49,7 @@ def register(cls: type[Benchmark]) -> type[Benchmark]:
 class Pope(Benchmark):
     name, primary = "pope", "f1"
     chance = "accuracy 50; f1 66.7 for always-yes"
+    chance_level = ("accuracy", 50.0)
     max_new_tokens = 3
 
     def score(self, items, outputs):
@@ -70,12 +73,14 @@ class _SoftVQA(Benchmark):
 class TextVQA(_SoftVQA):
     name = "textvqa"
     chance = "about 0.1 (a three-digit string guessed at random)"
+    chance_level = ("vqa_accuracy", 0.1)
 
 
 @register
 class VQAv2(_SoftVQA):
     name = "vqav2"
     chance = "about 24 (yes/no 50, digits 10, counts ~25, in equal thirds)"
+    chance_level = ("vqa_accuracy", 24.0)
 
     def score(self, items, outputs):
         rows = super().score(items, outputs)
@@ -90,6 +95,7 @@ class VQAv2(_SoftVQA):
 class GQA(Benchmark):
     name, primary = "gqa", "exact_match"
     chance = "about 20 (half 10-way relations, a quarter yes/no relations, a quarter 10-way comparisons)"
+    chance_level = ("exact_match", 20.0)
 
     def score(self, items, outputs):
         return [Row("exact_match", 100 * mean(M.exact_match(o, it["answer"]) for o, it in zip(outputs, items)))]
@@ -102,6 +108,7 @@ class MMBench(Benchmark):
 
     name, primary = "mmbench", "circular_accuracy"
     chance = "0.4 circular (0.25^4), 25 vanilla"
+    chance_level = ("circular_accuracy", 0.4)
     request_type = "loglikelihood"
 
     def requests(self, items):
@@ -131,6 +138,7 @@ class MMBench(Benchmark):
 class MMVet(Benchmark):
     name, primary = "mmvet", "judge_score"
     chance = "0 for an empty answer; about 10 for a right-format guess"
+    chance_level = ("judge_score", 10.0)
     max_new_tokens = 48
 
     def score(self, items, outputs):

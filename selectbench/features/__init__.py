@@ -54,6 +54,13 @@ FEATURES: dict[str, Feature] = {
         requires=("pool", "proxy_checkpoints"),
         extractor="selectbench.features.token_stats:extract_shard",
     ),
+    "lora_gradients": Feature(
+        name="lora_gradients",
+        defaults={"dim": 1024, "precondition": "adam", "seed": 0, "chunk_batches": 50},
+        requires=("pool", "gradient_warmup"),
+        extractor="selectbench.features.gradients:extract_shard",
+        choices={"precondition": ("adam", "none")},
+    ),
     "clip_score": Feature(
         name="clip_score",
         defaults={},

@@ -34,6 +34,9 @@ class LazyBatches:
     def __iter__(self):
         return (self.make(i) for i in range(self.n))
 
+    def __getitem__(self, i: int) -> dict:
+        return self.make(i)
+
 
 def shard_batches_for(data: DataDir, checkpoint: Path, model_cfg: dict[str, Any], rows: Sequence[int],
                       shard: int, n_shards: int, batch_size: int) -> tuple[np.ndarray, Sequence[dict]]:

@@ -36,9 +36,27 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean(values), (stdev(values) if len(values) > 1 else None)
 
 
-def summarise(rows: list[dict], reference: str, benchmarks: list[str]) -> list[dict]:
+def at_chance(rows: list[dict], reference: str, benchmarks: list[str], margin: float) -> dict[str, str]:
+    """Benchmarks on which the full-data reference is within `margin` points of chance (its benchmark's
+    chance_level metric), with the reason: relative to a model that learned nothing, a subset's score is noise."""
+    out = {}
+    for b in benchmarks:
+        level = REGISTRY[b].chance_level
+        if level is None:
+            continue
+        metric, chance = level
+        values = [r["value"] for r in rows if r["method"] == reference and r["benchmark"] == b and r["metric"] == metric]
+        if values and mean(values) <= chance + margin:
+            out[b] = f"{b}: full data {metric} {mean(values):.1f} is within {margin:g} points of chance ({chance:g})"
+    return out
+
+
+def summarise(rows: list[dict], reference: str, benchmarks: list[str], chance_margin: float | None = None
+              ) -> list[dict]:
     """One entry per (method, ratio): primary metric per benchmark over seeds, and relative performance
-    = mean over benchmarks of 100 × subset / full (full = the reference method's mean over its seeds)."""
+    = mean over benchmarks of 100 × subset / full (full = the reference method's mean over its seeds).
+    With chance_margin, benchmarks the reference did not learn (see at_chance) are left out of Rel. % and
+    the entry says so."""
     primary = {b: REGISTRY[b].primary for b in benchmarks}
     by_key: dict[tuple, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
@@ -48,7 +66,9 @@ def summarise(rows: list[dict], reference: str, benchmarks: list[str]) -> list[d
     if not full_runs:
         raise ValueError(f"no rows of the reference method {reference!r}: relative performance is undefined")
     full = {b: mean(run[b] for run in full_runs) for b in benchmarks}
-    zero = [b for b in benchmarks if full[b] == 0]
+    unlearned = at_chance(rows, reference, benchmarks, chance_margin) if chance_margin is not None else {}
+    relative_over = [b for b in benchmarks if b not in unlearned]
+    zero = [b for b in relative_over if full[b] == 0]
     summary = []
     for (method, ratio), seeds in sorted(by_key.items(), key=lambda kv: (kv[0][0] != reference, kv[0])):
         entry = {"method": method, "ratio": ratio, "seeds": sorted(seeds), "benchmarks": {}}
@@ -57,13 +77,14 @@ def summarise(rows: list[dict], reference: str, benchmarks: list[str]) -> list[d
             missing = [b for b in benchmarks if b not in values]
             if missing:
                 raise ValueError(f"{method} ratio {ratio} seed {seed}: no {primary[missing[0]]} for {missing}")
-            if not zero:
-                rels.append(mean(100 * values[b] / full[b] for b in benchmarks))
+            if not zero and relative_over:
+                rels.append(mean(100 * values[b] / full[b] for b in relative_over))
         for b in benchmarks:
             entry["benchmarks"][b] = _mean_std([values[b] for values in seeds.values()])
         # undefined (not 0) when the full-data reference scored 0 somewhere: the table says why
         entry["relative"] = _mean_std(rels) if rels else None
         entry["relative_missing"] = f"full data scored 0 on {', '.join(zero)}" if zero else None
+        entry["relative_excluded"] = sorted(unlearned.values())
         summary.append(entry)
     return summary
 
@@ -92,6 +113,10 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     missing = {e["relative_missing"] for e in summary if e["relative_missing"]}
     if missing:
         lines += ["", "Rel. % is n/a: " + "; ".join(sorted(missing)) + "."]
+    excluded = sorted({x for e in summary for x in e.get("relative_excluded", [])})
+    if excluded:
+        lines += ["", "**Rel. % leaves out benchmarks the full-data model did not learn** (" + "; ".join(excluded)
+                  + "): their columns are shown but are noise."]
     lines += ["", "Values: mean ± std over seeds, on each benchmark's own scale (percent). Rel. % = mean over "
               "benchmarks of 100 × subset / full data. Chance levels: "
               + "; ".join(f"{b}: {REGISTRY[b].chance}" for b in benchmarks) + "."]
@@ -108,6 +133,9 @@ def to_latex(summary: list[dict], benchmarks: list[str], dataset: str) -> str:
         cells += [_fmt(e["benchmarks"][b], tex=True) for b in benchmarks] + [_fmt(e["relative"], tex=True)]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
+    excluded = sorted({x for e in summary for x in e.get("relative_excluded", [])})
+    if excluded:
+        lines.append("% Rel. leaves out benchmarks the full-data model did not learn: " + "; ".join(excluded))
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from selectbench.features import FEATURES
 
 # Shared artifacts a method may require, produced once per dataset by the rules (rules/common.smk maps each
 # name to its file). Features (selectbench.features) are artifacts too, computed once per spec.
-ARTIFACTS = ("pool", "proxy_checkpoints", "clip_model", *FEATURES)
+ARTIFACTS = ("pool", "proxy_checkpoints", "clip_model", "gradient_warmup", *FEATURES)
 
 
 @dataclass

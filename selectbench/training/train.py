@@ -77,9 +77,10 @@ class _GroupedTrainer(Trainer):
 
 
 def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str, Any], out_dir: Path,
-          seed: int, threads: int = 1):
+          seed: int, threads: int = 1, on_finish=None):
     """Train on records; checkpoints (and resume points) go under out_dir/checkpoints. Returns the trained
-    model (LoRA merged) and a summary dict."""
+    model (LoRA merged) and a summary dict. on_finish(trainer), if given, runs after training and before
+    the merge (e.g. to keep the adapter and the optimizer state)."""
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     dataset = SupervisedDataset(records, template, images)
@@ -127,6 +128,8 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
     if last:
         log.info("resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
+    if on_finish is not None:
+        on_finish(trainer)
     if cfg.get("finetune", "full") == "lora":
         model = model.merge_and_unload()
     summary = {"examples": len(dataset), "steps": steps, "save_steps": save_steps,

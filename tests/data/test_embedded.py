@@ -58,5 +58,5 @@ def test_several_questions_about_one_image_share_a_record(tiny_data, tiny_config
     low, _ = tiny_config["datasets"]["digits"]["embedded"]["questions_per_record"]["presence"]
     presence = [r for r in tiny_data.pool if r["family"] == "presence"]
     turns = [len(r["conversations"]) // 2 for r in presence]
-    # repeated questions are dropped, so a record can hold fewer than asked, but never just one
-    assert presence and min(turns) >= 2 and sum(turns) / len(turns) >= low / 2
+    # repeated questions are dropped, so a record can hold fewer than asked; on average nearly as many
+    assert presence and max(turns) >= low and sum(turns) / len(turns) >= 0.7 * low

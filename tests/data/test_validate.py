@@ -67,9 +67,11 @@ def test_drop_policy_keeps_good_records_and_reports(pool_copy):
     tmp_path, images, records = pool_copy
     row = _image_record(records)
     (images / records[row]["image"]).unlink()
+    # the pool repeats some conversations under new ids, with the same image: every record using it goes
+    sharing = sum(r.get("image") == records[row]["image"] for r in records)
     kept, report = validate_pool(_write(tmp_path, records), images, {"broken_records": "drop"})
-    assert len(kept) == len(records) - 1
-    assert report.as_dict()["problems"]["image"]["count"] == 1
+    assert len(kept) == len(records) - sharing
+    assert report.as_dict()["problems"]["image"]["count"] == sharing
 
 
 def test_duplicate_ids_fail_drop_or_allow(pool_copy):

@@ -66,3 +66,22 @@ def test_published_reference_file_is_well_formed():
         rows = list(csv.DictReader(fh))
     assert rows and all(None not in r and r["dataset"] in {"llava665k", "visionflan"} for r in rows)
     assert all(0 < float(r["value"]) for r in rows)
+
+
+def test_benchmark_the_reference_did_not_learn_is_left_out_of_relative_and_named():
+    def accuracy(method, ratio, value):
+        return {"dataset": "d", "method": method, "ratio": ratio, "seed": 0, "benchmark": "pope",
+                "metric": "accuracy", "value": value}
+
+    rows = _rows("full", 1.0, 0, 20, 40) + _rows("random", 0.1, 0, 64, 20) \
+        + [accuracy("full", 1.0, 54.5), accuracy("random", 0.1, 50.0)]
+    with_pope = summarise(rows, "full", BENCH)[1]["relative"][0]
+    assert with_pope == pytest.approx((320 + 50) / 2)  # the unlearned POPE column inflates Rel. %
+    summary = summarise(rows, "full", BENCH, chance_margin=10)
+    assert summary[1]["relative"][0] == pytest.approx(50.0)  # gqa only
+    md = to_markdown(summary, BENCH, "d")
+    assert "leaves out" in md and "pope: full data accuracy 54.5 is within 10 points of chance (50)" in md
+    assert "did not learn" in to_latex(summary, BENCH, "d")
+    # a learned benchmark is kept
+    rows[-2]["value"] = 85.0
+    assert summarise(rows, "full", BENCH, chance_margin=10)[1]["relative"][0] == pytest.approx(with_pope)

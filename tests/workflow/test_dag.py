@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, load_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
@@ -40,7 +40,10 @@ def test_every_stage_produced_output(finished_run):
                     "digits/features/attention_trajectories/*/shard0-of-2.npz",
                     "digits/features/attention_trajectories/*/shard1-of-2.npz",
                     "digits/features/attention_trajectories/*.npz", "digits/scores/xmas.npz",
-                    "digits/subsets/xmas/r0.5_s0.json", "digits/eval/xmas/r0.5_s0.csv"]:
+                    "digits/subsets/xmas/r0.5_s0.json", "digits/eval/xmas/r0.5_s0.csv",
+                    "digits/features/proxy_token_stats/*.npz", "digits/features/clip_score/*.npz",
+                    "digits/features/lora_gradients/*.npz", "digits/clip/model.json", "digits/gradient/warmup.json",
+                    "digits/eval/gradient/r0.5_s0.csv", "digits/eval/clip_score/r0.5_s0.csv"]:
         found = list(results.glob(pattern))
         assert found, pattern
         assert all(p.stat().st_size > 0 for p in found), pattern
@@ -51,9 +54,11 @@ def test_long_table_has_every_run_benchmark_and_metric(finished_run):
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value"]
     runs = {(r["method"], float(r["ratio"]), int(r["seed"])) for r in rows}
-    assert runs == {("full", 1.0, 0), ("random", 0.5, 0), ("xmas", 0.5, 0)}
+    methods = list(load_config(TINY)["methods"])
+    assert runs == {("full", 1.0, 0)} | {(m, 0.5, 0) for m in methods}
+    assert {"random", "xmas", "perplexity", "el2n", "clip_score", "gradient"} <= set(methods)
     primary = {(r["method"], r["benchmark"], r["metric"]) for r in rows}
-    for method in ("full", "random", "xmas"):
+    for method in ["full"] + methods:
         for bench, metric in [("pope", "f1"), ("textvqa", "vqa_accuracy"), ("vqav2", "vqa_accuracy"),
                               ("gqa", "exact_match"), ("mmbench", "circular_accuracy"), ("mmvet", "judge_score")]:
             assert (method, bench, metric) in primary

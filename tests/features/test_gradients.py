@@ -1,0 +1,95 @@
+"""LESS-style gradients: batched per-example gradients equal one backward per example; warm-up keeps the
+adapter and Adam state; projection and preconditioning as specified; shard invariance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from selectbench.features.gradients import (PerExampleGradients, RademacherProjection, adam_direction,
+                                            extract_shard, load_warm_model, per_example_losses_sum, run_warmup)
+from selectbench.features.passes import shard_batches_for
+from selectbench.features.sharding import gather
+
+WARMUP = {"fraction": 0.2, "epochs": 1, "lr": 1e-3, "lora_r": 4, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, tiny_data, tiny_config, proxy_run):
+    out = tmp_path_factory.mktemp("warm")
+    base = proxy_run["model_dir"].parent
+    summary = run_warmup(tiny_data, base, tiny_config["models"]["proxy"], WARMUP, out / "warmup")
+    assert summary["rows"] == round(0.2 * len(tiny_data.pool))
+    pointer = out / "warmup.json"
+    pointer.write_text(json.dumps({"base": str(base), "warmup": str(out / "warmup")}))
+    return {"pointer": pointer, "base": base, "dir": out / "warmup"}
+
+
+def test_warmup_keeps_adapter_and_adam_state_for_every_lora_parameter(warm):
+    model, _, _, adam = load_warm_model(warm["base"], warm["dir"])
+    lora = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert lora and all("lora_" in n for n in lora)
+    assert set(lora) == set(adam)
+    assert all((adam[n]["exp_avg_sq"] >= 0).all() and adam[n]["step"] > 0 for n in lora)
+
+
+def test_batched_per_example_gradients_equal_one_backward_each(warm, tiny_data, tiny_config):
+    model, *_ = load_warm_model(warm["base"], warm["dir"])
+    _, batches = shard_batches_for(tiny_data, warm["base"] / "model", tiny_config["models"]["proxy"],
+                                   range(len(tiny_data.pool)), 0, 1, 6)
+    batch = next(b for b in batches if (b["attention_mask"] == 0).any() and "pixel_values" in b)
+    hooks = PerExampleGradients(model)
+    model.zero_grad()
+    per_example_losses_sum(model, batch).backward()
+    batched = hooks.per_example()
+    hooks.close()
+    params = dict(model.named_parameters())
+    for b in range(batch["input_ids"].shape[0]):
+        n = int(batch["attention_mask"][b].sum())
+        has_image = bool((batch["input_ids"][b] == model.config.image_token_id).any())
+        image_index = int(sum(bool((batch["input_ids"][i] == model.config.image_token_id).any())
+                              for i in range(b)))
+        single = {"input_ids": batch["input_ids"][b:b + 1, :n], "attention_mask": batch["attention_mask"][b:b + 1, :n],
+                  "labels": batch["labels"][b:b + 1, :n]}
+        if has_image:
+            single["pixel_values"] = batch["pixel_values"][image_index:image_index + 1]
+        model.zero_grad()
+        per_example_losses_sum(model, single).backward()
+        for name, grad in batched.items():
+            torch.testing.assert_close(grad[b], params[name].grad, atol=1e-5, rtol=1e-4)
+
+
+def test_projection_is_seeded_rademacher_and_blockwise():
+    x = torch.randn(3, 40)
+    p = RademacherProjection(40, 8, seed=1, block=16)
+    q = RademacherProjection(40, 8, seed=1, block=16, cache_bytes=0)  # regenerated per call
+    torch.testing.assert_close(p(x), q(x))
+    full = torch.cat([p._block(i, "cpu") for i in range(3)]).float()
+    assert set(full.unique().tolist()) == {-1.0, 1.0} and full.shape == (40, 8)
+    torch.testing.assert_close(p(x), x @ full / np.sqrt(8))
+    assert not torch.equal(p(x), RademacherProjection(40, 8, seed=2, block=16)(x))
+
+
+def test_adam_direction_matches_less():
+    g, m, v = torch.tensor([[1.0, -2.0]]), torch.tensor([0.5, 0.0]), torch.tensor([0.25, 1.0])
+    m2 = 0.9 * m + 0.1 * g
+    v2 = 0.999 * v + 0.001 * g * g
+    torch.testing.assert_close(adam_direction(g, m, v), m2 / (v2.sqrt() + 1e-8))
+
+
+def test_gathered_features_do_not_depend_on_the_shard_count(tmp_path, warm, tiny_data, tiny_config):
+    def run(n):
+        files = [tmp_path / f"n{n}_s{i}.npz" for i in range(n)]
+        for i, f in enumerate(files):
+            extract_shard(tiny_data, {"gradient_warmup": warm["pointer"]}, {"dim": 16, "chunk_batches": 2},
+                          tiny_config["models"]["proxy"], i, n, 8, f, device="cpu")
+        return gather(files, len(tiny_data.pool), tmp_path / f"n{n}.npz")
+
+    one, two = run(1), run(2)
+    assert one["covered"].all() and one["projected"].shape == (len(tiny_data.pool), 1, 16)
+    assert (one["grad_norm"] > 0).all()
+    np.testing.assert_array_equal(one["projected"], two["projected"])
+    np.testing.assert_array_equal(one["grad_norm"], two["grad_norm"])
