@@ -29,3 +29,13 @@ def test_prepare_error_names_the_file(tmp_path):
     assert run.returncode != 0
     assert f"{pool}: malformed JSON" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_clip_step_points_at_a_pretrained_clip_without_training(tmp_path, tiny_data):
+    """Paper scale names a pretrained CLIP (a local folder or a cached Hub id): the step only records it."""
+    main(["clip", "--data", str(tiny_data.path), "--tokenizer", str(tmp_path / "unused"), "--config",
+          json.dumps({"pretrained": "/models/clip-vit-large-patch14-336"}), "--model-dir", str(tmp_path / "m"),
+          "--out", str(tmp_path / "clip.json")])
+    assert json.loads((tmp_path / "clip.json").read_text()) == {"source": "/models/clip-vit-large-patch14-336",
+                                                                  "trained_here": False}
+    assert not (tmp_path / "m").exists()

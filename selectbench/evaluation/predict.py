@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
 from selectbench.models.conversation import VicunaV1
+from selectbench.models.padding import pad_right
 
 
 def _chunks(seq: Sequence, size: int) -> Iterable[Sequence]:
@@ -53,12 +54,7 @@ def loglikelihoods(model, tokenizer, template: VicunaV1, images: ImageLoader, it
             prompt = template.prompt(it["question"], with_image="image" in it)
             starts.append(len(prompt))
             seqs.append(prompt + template.continuation(it["continuation"]))
-        width = max(map(len, seqs))
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, s in enumerate(seqs):
-            ids[row, :len(s)] = torch.tensor(s)
-            mask[row, :len(s)] = 1
+        ids, mask = pad_right(seqs, tokenizer.pad_token_id)
         kwargs = {}
         pictures = [images.load(it["image"], it.get("id")) for it in batch if "image" in it]
         if pictures:

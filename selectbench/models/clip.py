@@ -21,6 +21,7 @@ from selectbench.data.images import ImageLoader
 from selectbench.data.prepare import DataDir
 from selectbench.models.build import image_processor_for
 from selectbench.models.conversation import IMAGE_PLACEHOLDER
+from selectbench.models.padding import pad_right
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,7 @@ def encode_texts(tokenizer, texts: list[str], max_length: int) -> dict[str, torc
     """Tokenised, truncated to CLIP's context and ended by EOS (CLIP pools the text at its EOS token)."""
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_length - 1] + [tokenizer.eos_token_id]
            for t in texts]
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, seq in enumerate(ids):
-        input_ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
+    input_ids, mask = pad_right(ids, tokenizer.pad_token_id)
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
