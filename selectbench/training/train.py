@@ -34,11 +34,13 @@ def set_trainable(model: torch.nn.Module, modules: list[str]) -> None:
         param.requires_grad = name.startswith(prefixes)
 
 
-def apply_lora(model: torch.nn.Module, lora: dict[str, Any]) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, lora: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     """LoRA on the language model's linear layers only (a plain name list would also hit the CLIP tower);
-    the projector stays fully trainable through modules_to_save."""
+    the projector stays fully trainable through modules_to_save. Seeded: torch's default seed differs from
+    process to process, so an unseeded LoRA initialisation would differ between runs."""
     from peft import LoraConfig, get_peft_model
 
+    torch.manual_seed(seed)
     names = "|".join(lora["target_modules"])
     config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                         target_modules=rf".*language_model.*\.({names})$",
@@ -89,7 +91,7 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
                     dataset.fully_masked, len(dataset), template.max_length)
     set_trainable(model, cfg["trainable"])
     if cfg.get("finetune", "full") == "lora":
-        model = apply_lora(model, cfg["lora"])
+        model = apply_lora(model, cfg["lora"], seed)
     if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     global_batch = cfg["batch_size"] * cfg.get("grad_accum", 1)

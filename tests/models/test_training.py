@@ -58,3 +58,15 @@ def test_finetune_resumes_from_its_last_checkpoint(tmp_path, base, tiny_data, ti
     with caplog.at_level("INFO"):
         finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
     assert any("resuming from" in r.message for r in caplog.records)
+
+
+def test_lora_initialisation_does_not_depend_on_the_random_state(base):
+    from selectbench.training.train import apply_lora
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    adapters = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # whatever ran before (torch's default seed differs between processes)
+        model = apply_lora(load_model(base / "model")[0], lora, seed=0)
+        adapters.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
+    assert adapters[0] and all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
