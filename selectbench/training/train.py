@@ -6,8 +6,11 @@ full fine-tune or LoRA (peft), which modules train, checkpoint cadence, precisio
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,37 @@ def _optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optim
         groups.setdefault(lr, []).append(param)
     return torch.optim.AdamW([{"params": p, "lr": lr} for lr, p in groups.items()], lr=cfg["lr"],
                              weight_decay=cfg.get("weight_decay", 0.0))
+
+
+def _fingerprint(records: list[dict], cfg: dict[str, Any], seed: int, model) -> str:
+    """What a run's checkpoints depend on: the training records, the training settings, the seed and the
+    starting weights (their config and a checksum of a few tensors)."""
+    digest = hashlib.sha256(json.dumps([records, cfg, seed], sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for _, tensor in list(model.state_dict().items())[:: max(1, len(model.state_dict()) // 16)]:
+            digest.update(f"{float(tensor.float().sum()):.6e}".encode())
+    return digest.hexdigest()
+
+
+def _load_weights(model, checkpoint: str) -> None:
+    """Weights of a full fine-tune checkpoint. The Trainer's own resume loads the file's state dict by key and,
+    with LLaVA's saved key layout (language_model.model.* on disk, model.language_model.* in memory), matches
+    nothing and silently resumes from the starting weights; from_pretrained maps the keys."""
+    loaded = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def _resumable_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
+    """The last checkpoint if it belongs to this very run; checkpoints left by a run on other data or
+    settings (e.g. a rerun after the subset changed) are removed instead of resumed."""
+    stamp = checkpoints / "fingerprint.txt"
+    if checkpoints.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        log.warning("removing %s: its checkpoints come from another run (different data, settings or start)",
+                    checkpoints)
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return get_last_checkpoint(str(checkpoints))
 
 
 class _GroupedTrainer(Trainer):
@@ -126,9 +160,11 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                       data_collator=Collator(tokenizer.pad_token_id, images),
                       optimizers=(_optimizer(model, cfg), None))
-    last = get_last_checkpoint(args.output_dir) if (out_dir / "checkpoints").exists() else None
+    last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))
     if last:
         log.info("resuming from %s", last)
+    if last and cfg.get("finetune", "full") != "lora":
+        _load_weights(model, last)
     result = trainer.train(resume_from_checkpoint=last)
     if on_finish is not None:
         on_finish(trainer)

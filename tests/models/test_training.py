@@ -55,9 +55,24 @@ def test_finetune_resumes_from_its_last_checkpoint(tmp_path, base, tiny_data, ti
     cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
     cfg["finetune"]["checkpoints"] = 2
     finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
+    first = _weights(tmp_path / "model")
     with caplog.at_level("INFO"):
         finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
     assert any("resuming from" in r.message for r in caplog.records)
+    # a run that had finished resumes to the same weights, not to the starting ones
+    resumed = _weights(tmp_path / "model")
+    assert all(torch.equal(first[k], resumed[k]) for k in first)
+    assert not all(torch.equal(first[k], v) for k, v in _weights(base / "model").items() if k in first)
+
+
+def test_checkpoints_of_another_subset_are_not_resumed(tmp_path, base, tiny_data, tiny_config, caplog):
+    cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
+    cfg["finetune"]["checkpoints"] = 2
+    finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
+    with caplog.at_level("INFO"):
+        finetune(tiny_data, base, list(range(64, 128)), cfg, 0, tmp_path, 1)
+    assert not any("resuming from" in r.message for r in caplog.records)
+    assert any("come from another run" in r.message for r in caplog.records)
 
 
 def test_lora_initialisation_does_not_depend_on_the_random_state(base):
