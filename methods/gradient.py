@@ -6,7 +6,7 @@ Keeps the high band by default."""
 
 import numpy as np
 
-from selectbench.selection.base import BANDS, Method, Selection, band_indices
+from selectbench.selection.base import Method, Selection, band_indices, check_band
 from selectbench.selection.clustering import kmeans
 
 
@@ -20,8 +20,7 @@ class Gradient(Method):
     def check(cls, params):
         if params["target"] not in ("none", "self"):
             raise ValueError(f"target must be none or self, got {params['target']!r}")
-        if params["band"] not in BANDS:
-            raise ValueError(f"band must be one of {list(BANDS)}, got {params['band']!r}")
+        check_band(params)
 
     @classmethod
     def feature_spec(cls, feature, params):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ from tqdm import tqdm
 from selectbench.data.images import ImageLoader
 from selectbench.data.prepare import DataDir
 from selectbench.features import FEATURES
-from selectbench.features.passes import answer_token_targets, device_for, shard_batches_for
-from selectbench.features.sharding import clear, run_parts, save_npz
+from selectbench.features.passes import device_for, example_losses, run_shard, shard_batches_for
 from selectbench.models.build import load_model
 from selectbench.models.stages import make_template
 
@@ -132,9 +130,7 @@ def per_example_losses_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tenso
     each example alone, so each one's gradient is its own."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    pixel_values=batch.get("pixel_values")).logits
-    shift_logits, targets, mask = answer_token_targets(logits, batch["labels"])
-    token = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), targets, reduction="none")
-    return ((token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum()
+    return example_losses(logits, batch["labels"]).sum()
 
 
 class RademacherProjection:
@@ -212,7 +208,6 @@ def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], 
     model, tokenizer, processor, adam = load_warm_model(Path(warm["base"]), Path(warm["warmup"]))
     rows, batches = shard_batches_for(data, Path(warm["base"]) / "model", model_cfg, range(len(data.pool)),
                                       shard, n_shards, batch_size)
-    t0 = time.time()
     chunk = max(1, spec["chunk_batches"])
     parts = [f"batches{i:06d}" for i in range(0, len(batches), chunk)]
 
@@ -222,13 +217,7 @@ def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], 
         return gradient_features(model, sub, adam, spec, device_for(device),
                                  desc=f"gradients shard {shard}/{n_shards} {part}")
 
-    work = Path(out).with_name(Path(out).name + ".parts")
-    done = run_parts(parts, compute, work)
-    arrays = {k: np.concatenate([done[p][k] for p in parts])[:, None] for k in ("projected", "grad_norm")} \
-        if parts else {"projected": np.zeros((0, 1, spec["dim"]), np.float32), "grad_norm": np.zeros((0, 1))}
-    save_npz(Path(out), {"rows": rows, **arrays})
-    clear(work)
-    summary = {"shard": shard, "shards": n_shards, "examples": int(len(rows)), "chunks": len(parts), "spec": spec,
-               "seconds": time.time() - t0}
+    summary = run_shard(parts, compute, rows, out, {"shard": shard, "shards": n_shards, "spec": spec},
+                        parts_are="rows")
     log.info("gradients: %s", json.dumps(summary))
     return summary

@@ -14,7 +14,9 @@ import torch
 from selectbench.data.images import ImageLoader
 from selectbench.data.prepare import DataDir
 from selectbench.features.sharding import clear, plan_batches, run_parts, save_npz, shard_batches
-from selectbench.models.build import load_checkpoint
+from transformers import LlavaConfig
+
+from selectbench.models.build import load_processors
 from selectbench.models.conversation import IGNORE_INDEX
 from selectbench.models.stages import make_template
 from selectbench.training.data import Collator, SupervisedDataset
@@ -44,8 +46,8 @@ def shard_batches_for(data: DataDir, checkpoint: Path, model_cfg: dict[str, Any]
     Batches are planned for all `rows` first, so an example's batch does not depend on the shard count."""
     batches = shard_batches(plan_batches(data.pool, rows, batch_size), shard, n_shards)
     mine = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
-    model, tokenizer, processor = load_checkpoint(checkpoint)
-    template = make_template(tokenizer, model, model_cfg["template"])
+    tokenizer, processor = load_processors(checkpoint)
+    template = make_template(tokenizer, LlavaConfig.from_pretrained(checkpoint), model_cfg["template"])
     images = ImageLoader(data.image_root, processor)
     collate = Collator(tokenizer.pad_token_id, images)
     dataset = SupervisedDataset([data.pool[r] for r in mine], template, images)
@@ -80,18 +82,25 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (token * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-def run_shard(checkpoints: list[str], compute: Callable[[str], dict[str, np.ndarray]], rows: np.ndarray,
-              out: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """compute(checkpoint) → row-aligned arrays, for each checkpoint (saved as it finishes, so a killed job
-    resumes); arrays are stacked on axis 1 (one slot per checkpoint) and published with the rows."""
+def run_shard(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]], rows: np.ndarray,
+              out: Path, summary: dict[str, Any], parts_are: str = "checkpoints") -> dict[str, Any]:
+    """compute(part) for each part, each saved as it finishes so a killed job resumes, then published with the
+    rows. parts_are='checkpoints': each part covers all rows, stacked on axis 1 (one slot per checkpoint);
+    'rows': parts are consecutive chunks of the rows, concatenated, with one slot on axis 1."""
     t0 = time.time()
     work = Path(out).with_name(Path(out).name + ".parts")
-    parts = run_parts(checkpoints, compute, work)
-    per = [parts[c] for c in checkpoints]
-    arrays = {key: np.stack([p[key] for p in per], axis=1) for key in per[0]} if per else {}
-    save_npz(Path(out), {"rows": rows, **arrays, "meta_checkpoints": np.array([Path(c).name for c in checkpoints])})
+    done = run_parts(parts, compute, work)
+    per = [done[p] for p in parts]
+    if parts_are == "checkpoints":
+        arrays = {key: np.stack([p[key] for p in per], axis=1) for key in per[0]} if per else {}
+        arrays["meta_checkpoints"] = np.array([Path(c).name for c in parts])
+    elif parts_are == "rows":
+        arrays = {key: np.concatenate([p[key] for p in per])[:, None] for key in per[0]} if per else {}
+    else:
+        raise ValueError(f"parts_are must be checkpoints or rows, got {parts_are!r}")
+    save_npz(Path(out), {"rows": rows, **arrays})
     clear(work)
-    return {**summary, "examples": int(len(rows)), "checkpoints": len(checkpoints), "seconds": time.time() - t0}
+    return {**summary, "examples": int(len(rows)), parts_are: len(parts), "seconds": time.time() - t0}
 
 
 def read_checkpoints(listing: Path) -> list[str]:

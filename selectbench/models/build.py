@@ -63,16 +63,19 @@ def load_checkpoint(checkpoint_dir: Path, with_processors: bool = True):
     """A Trainer checkpoint (run/checkpoints/checkpoint-N: weights and config only). With processors, also the
     tokenizer and image processor, read from the checkpoint if saved there, else from the run's published
     model (run/model)."""
+    model = LlavaForConditionalGeneration.from_pretrained(Path(checkpoint_dir), dtype=torch.float32)
+    return (model, *load_processors(checkpoint_dir)) if with_processors else model
+
+
+def load_processors(checkpoint_dir: Path):
+    """Tokenizer and image processor of a checkpoint: saved in it, or in its run's published model (run/model)."""
     checkpoint_dir = Path(checkpoint_dir)
-    model = LlavaForConditionalGeneration.from_pretrained(checkpoint_dir, dtype=torch.float32)
-    if not with_processors:
-        return model
     source = checkpoint_dir
     if not (checkpoint_dir / "tokenizer_config.json").exists():
         source = checkpoint_dir.parent.parent / "model"
     if not (source / "tokenizer_config.json").exists():
         raise FileNotFoundError(f"{checkpoint_dir}: no tokenizer in the checkpoint nor in {source}")
-    return model, AutoTokenizer.from_pretrained(source), CLIPImageProcessor.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source), CLIPImageProcessor.from_pretrained(source)
 
 
 def save_model(model, tokenizer, image_processor, out_dir: Path) -> None:

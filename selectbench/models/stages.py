@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def make_template(tokenizer, model, template_cfg: dict[str, Any]) -> VicunaV1:
-    return VicunaV1(tokenizer, model.config.image_seq_length, system=template_cfg.get("system", ""),
+    """model: a LLaVA model or just its config (all the template needs is image_seq_length)."""
+    config = getattr(model, "config", model)
+    return VicunaV1(tokenizer, config.image_seq_length, system=template_cfg.get("system", ""),
                     max_length=template_cfg.get("max_length", 2048))
 
 

@@ -92,6 +92,11 @@ def subset_size(ratio: float, pool_size: int) -> int:
 BANDS = ("low", "middle", "high")
 
 
+def check_band(params: dict[str, Any]) -> None:
+    if params["band"] not in BANDS:
+        raise ValueError(f"band must be one of {list(BANDS)}, got {params['band']!r}")
+
+
 def band_indices(scores: np.ndarray, n: int, band: str) -> np.ndarray:
     """The n rows with the lowest, middle or highest scores (stable tie order by row). Rows whose score is
     NaN (nothing to score, e.g. no answer token) are ranked out of every band and used only if n exceeds the

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from selectbench.selection.base import BANDS, Method, Selection, band_indices
+from selectbench.selection.base import Method, Selection, band_indices, check_band
 
 
 class FeatureRanking(Method):
@@ -20,8 +20,7 @@ class FeatureRanking(Method):
 
     @classmethod
     def check(cls, params):
-        if params["band"] not in BANDS:
-            raise ValueError(f"band must be one of {list(BANDS)}, got {params['band']!r}")
+        check_band(params)
 
     def score(self, ctx):
         with np.load(ctx.artifacts[self.feature]) as z:

@@ -69,8 +69,9 @@ def _fingerprint(records: list[dict], cfg: dict[str, Any], seed: int, model) -> 
     """What a run's checkpoints depend on: the training records, the training settings, the seed and the
     starting weights (their config and a checksum of a few tensors)."""
     digest = hashlib.sha256(json.dumps([records, cfg, seed], sort_keys=True, default=str).encode())
+    tensors = list(model.state_dict().values())
     with torch.no_grad():
-        for _, tensor in list(model.state_dict().items())[:: max(1, len(model.state_dict()) // 16)]:
+        for tensor in tensors[:: max(1, len(tensors) // 16)]:
             digest.update(f"{float(tensor.float().sum()):.6e}".encode())
     return digest.hexdigest()
 
