@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+from selectbench import cluster
 from selectbench.features import FEATURES, spec_label
 from selectbench.selection.registry import Instance, discover, expand, reference_method
 
@@ -51,8 +52,23 @@ wildcard_constraints:
     role=r"proxy|target",
 
 
+RESOURCES = config.get("resources", {})
+
+
+def rule_resources(rule_name):
+    return cluster.rule_resources(RESOURCES, rule_name)
+
+
 def threads_for(rule_name):
-    return config["threads"].get(rule_name, config["threads"]["default"])
+    return cluster.threads(RESOURCES, config["threads"], rule_name)
+
+
+def launcher(rule_name):
+    return cluster.launcher(RESOURCES, rule_name, config.get("launcher"))
+
+
+def ratios_for(dataset):
+    return config["datasets"][dataset].get("ratios", config["ratios"])
 
 
 def fmt_ratio(ratio):
@@ -93,7 +109,7 @@ def runs(dataset):
     out = [(REFERENCE, "1", seed) for seed in config["reference_seeds"]]
     for label in INSTANCES:
         if label != REFERENCE:
-            out += [(label, fmt_ratio(r), s) for r in config["ratios"] for s in config["seeds"]]
+            out += [(label, fmt_ratio(r), s) for r in ratios_for(dataset) for s in config["seeds"]]
     return out
 
 
@@ -106,6 +122,22 @@ def final_outputs():
     for dataset in config["datasets"]:
         out += [f"results/tables/{dataset}.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"results/plots/{dataset}_relative.{ext}" for ext in ("png", "pdf")]
+    return out
+
+
+def base_model_inputs(wildcards):
+    """A model built from `arch` needs the dataset's tokenizer; a pretrained one brings its own."""
+    out = {"data": f"results/{wildcards.dataset}/data"}
+    if "arch" in config["models"][wildcards.role]:
+        out["tokenizer"] = f"results/{wildcards.dataset}/tokenizer"
+    return out
+
+
+def clip_inputs(wildcards):
+    """The tiny CLIP trained here needs the dataset's tokenizer; a pretrained CLIP brings its own."""
+    out = {"data": f"results/{wildcards.dataset}/data"}
+    if not config["clip"].get("pretrained"):
+        out["tokenizer"] = f"results/{wildcards.dataset}/tokenizer"
     return out
 
 

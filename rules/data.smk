@@ -3,6 +3,8 @@ rule prepare_data:
         directory("results/{dataset}/data"),
     params:
         cfg=lambda w: json.dumps(config["datasets"][w.dataset]),
+    resources:
+        **rule_resources("prepare_data"),
     conda:
         "../envs/selectbench.yaml"
     log:

@@ -1,5 +1,6 @@
 rule evaluate:
-    """Every benchmark of the dataset on one trained target model → long-format rows."""
+    """Every benchmark of the dataset on one trained target model → long-format rows (built-in evaluator on the
+    embedded sets, or lmms-eval on the real benchmarks: the same rows either way)."""
     input:
         data="results/{dataset}/data",
         model="results/{dataset}/target/{instance}/r{ratio}_s{seed}/model",
@@ -11,8 +12,12 @@ rule evaluate:
         template=json.dumps(config["models"]["target"]["template"]),
         key=lambda w: json.dumps({"dataset": w.dataset, "method": w.instance,
                                   "ratio": float(w.ratio), "seed": int(w.seed)}),
-        batch=config["evaluation"]["batch_size"],
+        batch=config["evaluation"].get("batch_size", 1),
+        backend=config["evaluation"].get("backend", "builtin"),
+        lmms=json.dumps(config["evaluation"].get("lmms_eval", {})),
     threads: threads_for("evaluate")
+    resources:
+        **rule_resources("evaluate"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -22,4 +27,5 @@ rule evaluate:
     shell:
         "python -m selectbench.cli evaluate --model {input.model} --data {input.data} --benchmarks {params.benchmarks}"
         " --template {params.template:q} --key {params.key:q} --out {output.rows}"
-        " --predictions {output.predictions} --batch-size {params.batch} --threads {threads} > {log} 2>&1"
+        " --predictions {output.predictions} --batch-size {params.batch} --threads {threads}"
+        " --backend {params.backend} --lmms-config {params.lmms:q} > {log} 2>&1"

@@ -11,6 +11,8 @@ rule feature_shard:
         batch=config["features"]["batch_size"],
         device=config["features"].get("device", "auto"),
     threads: threads_for("feature_shard")
+    resources:
+        **rule_resources("feature_shard"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -31,6 +33,8 @@ rule feature_gather:
         shards=feature_shards,
     output:
         "results/{dataset}/features/{feature}/{spec}.npz",
+    resources:
+        **rule_resources("feature_gather"),
     conda:
         "../envs/selectbench.yaml"
     log:

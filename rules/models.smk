@@ -5,6 +5,8 @@ rule tokenizer:
         directory("results/{dataset}/tokenizer"),
     params:
         vocab=config["tokenizer"]["vocab_size"],
+    resources:
+        **rule_resources("tokenizer"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -16,17 +18,21 @@ rule tokenizer:
 
 
 rule base_model:
-    """Stage 1 (alignment on captions), once per dataset and model role (proxy or target)."""
+    """The starting model of a role (proxy or target), once per dataset: built from `arch` and trained on the
+    captions (stage 1), or assembled from `pretrained` parts (stage 1 only if configured)."""
     input:
-        data="results/{dataset}/data",
-        tokenizer="results/{dataset}/tokenizer",
+        unpack(base_model_inputs),
     output:
         model=directory("results/{dataset}/base/{role}/model"),
         summary="results/{dataset}/base/{role}/train_summary.json",
     params:
         cfg=lambda w: model_config(w.role),
         out=lambda w, output: os.path.dirname(output.summary),
+        tokenizer=lambda w, input: f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else "",
+        launch=launcher("base_model"),
     threads: threads_for("base_model")
+    resources:
+        **rule_resources("base_model"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -34,7 +40,7 @@ rule base_model:
     benchmark:
         "results/benchmarks/{dataset}/base_{role}.tsv"
     shell:
-        "python -m selectbench.cli base --data {input.data} --tokenizer {input.tokenizer} --model-config {params.cfg:q}"
+        "{params.launch} -m selectbench.cli base --data {input.data} {params.tokenizer} --model-config {params.cfg:q}"
         " --out {params.out} --threads {threads} > {log} 2>&1"
 
 
@@ -49,7 +55,10 @@ rule proxy_finetune:
         cfg=model_config("proxy"),
         out=lambda w, output: os.path.dirname(output[0]),
         base=lambda w, input: os.path.dirname(input.base),
+        launch=launcher("proxy_finetune"),
     threads: threads_for("proxy_finetune")
+    resources:
+        **rule_resources("proxy_finetune"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -57,21 +66,23 @@ rule proxy_finetune:
     benchmark:
         "results/benchmarks/{dataset}/proxy_finetune.tsv"
     shell:
-        "python -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg:q}"
+        "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg:q}"
         " --out {params.out} --checkpoint-list {output} --threads {threads} > {log} 2>&1"
 
 
 rule clip_model:
     """CLIP for clip_score: a pretrained one named in the config, or a tiny one trained once on the captions."""
     input:
-        data="results/{dataset}/data",
-        tokenizer="results/{dataset}/tokenizer",
+        unpack(clip_inputs),
     output:
         "results/{dataset}/clip/model.json",
     params:
         cfg=json.dumps(config["clip"]),
         model_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "model"),
+        tokenizer=lambda w, input: f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else "",
     threads: threads_for("clip_model")
+    resources:
+        **rule_resources("clip_model"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -79,7 +90,7 @@ rule clip_model:
     benchmark:
         "results/benchmarks/{dataset}/clip_model.tsv"
     shell:
-        "python -m selectbench.cli clip --data {input.data} --tokenizer {input.tokenizer} --config {params.cfg:q}"
+        "python -m selectbench.cli clip --data {input.data} {params.tokenizer} --config {params.cfg:q}"
         " --model-dir {params.model_dir} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -95,7 +106,10 @@ rule gradient_warmup:
         warmup=json.dumps(config["gradient_warmup"]),
         base=lambda w, input: os.path.dirname(input.base),
         out=lambda w, output: os.path.join(os.path.dirname(output[0]), "warmup"),
+        launch=launcher("gradient_warmup"),
     threads: threads_for("gradient_warmup")
+    resources:
+        **rule_resources("gradient_warmup"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -103,5 +117,5 @@ rule gradient_warmup:
     benchmark:
         "results/benchmarks/{dataset}/gradient_warmup.tsv"
     shell:
-        "python -m selectbench.cli gradient-warmup --data {input.data} --base {params.base} --model-config {params.cfg:q}"
+        "{params.launch} -m selectbench.cli gradient-warmup --data {input.data} --base {params.base} --model-config {params.cfg:q}"
         " --warmup {params.warmup:q} --out-dir {params.out} --out {output} --threads {threads} > {log} 2>&1"

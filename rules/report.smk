@@ -15,6 +15,8 @@ rule report:
         tables=lambda w, output: os.path.dirname(output.table),
         plots=lambda w, output: os.path.dirname(output.png),
         margin=config["report"]["chance_margin"],
+    resources:
+        **rule_resources("report"),
     conda:
         "../envs/selectbench.yaml"
     log:

@@ -10,6 +10,8 @@ rule score:
         artifacts=lambda w: json.dumps(artifact_inputs(w)),
         methods=METHODS_DIR,
     threads: threads_for("score")
+    resources:
+        **rule_resources("score"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -32,6 +34,8 @@ rule select:
     params:
         instance=lambda w: instance_json(w.instance),
         methods=METHODS_DIR,
+    resources:
+        **rule_resources("select"),
     conda:
         "../envs/selectbench.yaml"
     log:

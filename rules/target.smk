@@ -11,7 +11,10 @@ rule train_target:
         cfg=model_config("target"),
         out=lambda w, output: os.path.dirname(output.summary),
         base=lambda w, input: os.path.dirname(input.base),
+        launch=launcher("train_target"),
     threads: threads_for("train_target")
+    resources:
+        **rule_resources("train_target"),
     conda:
         "../envs/selectbench.yaml"
     log:
@@ -19,7 +22,7 @@ rule train_target:
     benchmark:
         "results/benchmarks/{dataset}/train_target_{instance}_r{ratio}_s{seed}.tsv"
     shell:
-        "python -m selectbench.cli finetune --data {input.data} --base {params.base} --subset {input.subset}"
+        "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --subset {input.subset}"
         " --model-config {params.cfg:q} --seed {wildcards.seed} --out {params.out}"
         " --threads {threads} > {log} 2>&1"
 

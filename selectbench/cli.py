@@ -35,7 +35,8 @@ def cmd_tokenizer(a) -> None:
 def cmd_base(a) -> None:
     from selectbench.models.stages import train_base
 
-    s = train_base(DataDir(a.data), Path(a.tokenizer), a.model_config, a.seed, Path(a.out), a.threads)
+    tokenizer = Path(a.tokenizer) if a.tokenizer else None  # pretrained models bring their own
+    s = train_base(DataDir(a.data), tokenizer, a.model_config, a.seed, Path(a.out), a.threads)
     logging.info("stage 1 done: loss %.4f in %.0f s", s["train_loss"], s["wall_s"])
 
 
@@ -79,6 +80,8 @@ def cmd_clip(a) -> None:
     if not pretrained:
         from selectbench.models.clip import train_clip
 
+        if not a.tokenizer:
+            raise SystemExit("clip: training a CLIP here needs --tokenizer (or set clip.pretrained)")
         train_clip(DataDir(a.data), Path(a.tokenizer), a.config, a.config.get("seed", 0), Path(a.model_dir),
                    a.threads)
         source = str(Path(a.model_dir).resolve())
@@ -116,10 +119,15 @@ def cmd_feature_gather(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from selectbench.evaluation.run import evaluate
+    if a.backend == "lmms_eval":
+        from selectbench.evaluation.lmms import evaluate_lmms
 
-    rows = evaluate(Path(a.model), DataDir(a.data), a.benchmarks, a.template, a.key, Path(a.out),
-                    Path(a.predictions), a.batch_size, a.threads)
+        rows = evaluate_lmms(Path(a.model), a.benchmarks, a.lmms_config, a.key, Path(a.out), Path(a.predictions))
+    else:
+        from selectbench.evaluation.run import evaluate
+
+        rows = evaluate(Path(a.model), DataDir(a.data), a.benchmarks, a.template, a.key, Path(a.out),
+                        Path(a.predictions), a.batch_size, a.threads)
     for r in rows:
         logging.info("%s %s = %.2f", r["benchmark"], r["metric"], r["value"])
 
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     js = {"required": True, "type": _json}
     add("prepare", cmd_prepare, ("--dataset-config", js), ("--out", req))
     add("tokenizer", cmd_tokenizer, ("--data", req), ("--vocab-size", {"type": int, **req}), ("--out", req))
-    add("base", cmd_base, ("--data", req), ("--tokenizer", req), ("--model-config", js),
+    add("base", cmd_base, ("--data", req), ("--tokenizer", {"default": None}), ("--model-config", js),
         ("--seed", {"type": int, "default": 0}), ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("finetune", cmd_finetune, ("--data", req), ("--base", req), ("--subset", {"default": None}),
         ("--model-config", js), ("--seed", {"type": int, "default": 0}), ("--out", req),
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--threads", {"type": int, "default": 1}))
     add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
         ("--seed", {"type": int, **req}), ("--out", req))
-    add("clip", cmd_clip, ("--data", req), ("--tokenizer", req), ("--config", js), ("--model-dir", req),
+    add("clip", cmd_clip, ("--data", req), ("--tokenizer", {"default": None}), ("--config", js), ("--model-dir", req),
         ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", req), ("--model-config", js),
         ("--warmup", js), ("--out-dir", req), ("--out", req), ("--threads", {"type": int, "default": 1}))
@@ -176,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     add("feature-gather", cmd_feature_gather, ("--data", req), ("--shards", {"nargs": "+", **req}), ("--out", req))
     add("evaluate", cmd_evaluate, ("--model", req), ("--data", req), ("--benchmarks", {"nargs": "+", **req}),
         ("--template", js), ("--key", js), ("--out", req), ("--predictions", req),
-        ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}))
+        ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}),
+        ("--backend", {"choices": ["builtin", "lmms_eval"], "default": "builtin"}),
+        ("--lmms-config", {"type": _json, "default": {}}))
     add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
         ("--chance-margin", {"type": float, "default": None}))

@@ -1,0 +1,91 @@
+"""The paper grid plans with the SLURM profile as users type it (`snakemake --cores all --profile slurm`), and
+its GPU rules carry the resources of config/paper.yaml. Nothing runs: a dry run needs neither data nor GPUs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+GPU_RULES = {"base_model", "proxy_finetune", "gradient_warmup", "feature_shard", "train_target", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory) -> list[dict]:
+    """The dry run's jobs: rule, resources and shell command of each."""
+    workdir = tmp_path_factory.mktemp("paper_plan")
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "all", "--profile", "slurm",
+                          "--directory", str(workdir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Using profiles slurm" in run.stdout + run.stderr
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", run.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        shell = re.search(r"^Shell command: (.*)$", block, re.M)
+        jobs.append({"rule": head.group(1),
+                     "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {},
+                     "shell": shell.group(1) if shell else ""})
+    return jobs
+
+
+def test_the_whole_grid_is_planned(plan):
+    counts = Counter(job["rule"] for job in plan)
+    methods = len(PAPER["methods"])
+    subsets = sum(len(d["ratios"]) for d in PAPER["datasets"].values()) * methods * len(PAPER["seeds"])
+    assert counts["train_target"] == subsets
+    assert counts["train_reference"] == len(PAPER["datasets"]) * len(PAPER["reference_seeds"])
+    assert counts["evaluate"] == subsets + counts["train_reference"]
+    assert counts["prepare_data"] == len(PAPER["datasets"])
+    assert counts["feature_shard"] % PAPER["features"]["shards"] == 0 and counts["feature_shard"] > 0
+    assert counts["tokenizer"] == 0, "pretrained models bring their own tokenizer"
+    ratios = {r for d in PAPER["datasets"].values() for r in d["ratios"]}
+    assert ratios == {0.05, 0.1, 0.15, 0.2, 0.3, 0.5}
+
+
+def test_gpu_rules_carry_the_configured_resources(plan):
+    rules = PAPER["resources"]["rules"]
+    seen = set()
+    for job in plan:
+        name = "train_target" if job["rule"] == "train_reference" else job["rule"]
+        res = job["resources"]
+        if name in GPU_RULES:
+            seen.add(name)
+            want = rules[name]
+            assert int(res["gpu"]) == want["gpu"], job
+            assert int(res["cpus_per_gpu"]) == want["cpus_per_gpu"], job
+            assert int(res["mem_mb"]) == want["mem_mb"] and int(res["runtime"]) == want["runtime"], job
+            assert "cpus_per_task" not in res, "cpus_per_task would override cpus_per_gpu in sbatch"
+        elif job["rule"] != "all":
+            assert "gpu" not in res, f"{job['rule']} is a CPU rule but asks for a GPU"
+            assert int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0
+    assert seen == GPU_RULES
+
+
+def test_multi_gpu_rules_start_one_process_per_gpu(plan):
+    for job in plan:
+        if job["rule"] in ("train_target", "train_reference", "proxy_finetune"):
+            n = PAPER["resources"]["rules"]["train_target" if job["rule"] != "proxy_finetune" else "proxy_finetune"]["gpu"]
+            assert job["shell"].startswith(f"torchrun --standalone --nproc_per_node={n} -m selectbench.cli finetune")
+        elif job["rule"] == "evaluate":
+            assert "--backend lmms_eval" in job["shell"]
+        elif job["rule"] == "feature_shard":
+            assert job["shell"].startswith("python -m selectbench.cli feature-shard")
+
+
+def test_slurm_profile_is_safe_to_rerun():
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["configfile"] == "config/paper.yaml"
+    assert "code" not in profile["rerun-triggers"], "a comment edit must not retrain 7B models"
+    assert profile["retries"] >= 1
+    default = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert "executor" not in default and "configfile" not in default, "the workflow profile must stay local"
