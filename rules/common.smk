@@ -120,6 +120,9 @@ def eval_files(wildcards):
 def final_outputs():
     out = []
     for dataset in config["datasets"]:
+        if config.get("export_subsets"):
+            out += [f"results/{dataset}/subsets/{i}/r{r}_s{s}.records.json"
+                    for i, r, s in runs(dataset) if i != REFERENCE]
         out += [f"results/tables/{dataset}.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"results/plots/{dataset}_relative.{ext}" for ext in ("png", "pdf")]
     return out

@@ -46,3 +46,22 @@ rule select:
         "python -m selectbench.cli select --methods-dir {params.methods} --data {input.data} --dataset {wildcards.dataset}"
         " --instance {params.instance:q} --scores {input.scores} --ratio {wildcards.ratio}"
         " --seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+
+rule export_subset:
+    """A subset's records themselves, in LLaVA format with their original ids, for training outside the suite."""
+    input:
+        data="results/{dataset}/data",
+        subset="results/{dataset}/subsets/{instance}/r{ratio}_s{seed}.json",
+    output:
+        "results/{dataset}/subsets/{instance}/r{ratio}_s{seed}.records.json",
+    resources:
+        **rule_resources("export_subset"),
+    conda:
+        "../envs/selectbench.yaml"
+    log:
+        "results/logs/{dataset}/export_subset_{instance}_r{ratio}_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/export_subset_{instance}_r{ratio}_s{seed}.tsv"
+    shell:
+        "python -m selectbench.cli export-subset --data {input.data} --subset {input.subset} --out {output} > {log} 2>&1"

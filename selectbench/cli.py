@@ -74,6 +74,13 @@ def cmd_select(a) -> None:
                  a.ratio, a.seed)
 
 
+def cmd_export_subset(a) -> None:
+    from selectbench.data.pools import export_subset
+
+    info = export_subset(Path(a.data), Path(a.subset), Path(a.out))
+    logging.info("exported %d records (%d text-only) to %s", info["records"], info["text_only"], info["out"])
+
+
 def cmd_clip(a) -> None:
     pretrained = a.config.get("pretrained")
     source = pretrained
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--threads", {"type": int, "default": 1}))
     add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
         ("--seed", {"type": int, **req}), ("--out", req))
+    add("export-subset", cmd_export_subset, ("--data", req), ("--subset", req), ("--out", req))
     add("clip", cmd_clip, ("--data", req), ("--tokenizer", {"default": None}), ("--config", js), ("--model-dir", req),
         ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", req), ("--model-config", js),

@@ -12,7 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from selectbench.data.validate import load_json_list, validate_pool
+from selectbench.data import pools
+from selectbench.data.validate import resolve_policy, validate_records
 
 
 class DataDir:
@@ -41,6 +42,22 @@ class DataDir:
     def eval_items(self, benchmark: str) -> list[dict]:
         return json.loads((self.path / self.manifest["eval"][benchmark]).read_text())
 
+    def validation_tasks(self) -> list[str]:
+        """Benchmarks with task validation examples (few, LLaVA format, disjoint from the evaluation sets);
+        only task-aware methods read them."""
+        return list(self.manifest.get("task_validation", {}))
+
+    def validation_items(self, task: str) -> list[dict]:
+        files = self.manifest.get("task_validation", {})
+        if task not in files:
+            raise KeyError(f"{self.path / 'manifest.json'}: no task validation set for {task!r} (has {sorted(files)})")
+        return json.loads((self.path / files[task]).read_text())
+
+    @property
+    def validation_image_root(self) -> Path:
+        """Where validation images live: their own root where the manifest names one, else the pool's."""
+        return self.path / self.manifest.get("task_validation_image_root", self.manifest["image_root"])
+
     def pool_hash(self) -> str:
         return self.manifest["pool_sha256"]
 
@@ -59,13 +76,20 @@ def prepare(dataset_cfg: dict[str, Any], out_dir: Path) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        manifest = _build(dataset_cfg, tmp)
-        records, report = validate_pool(tmp / manifest["pool"], tmp / manifest["image_root"],
-                                        dataset_cfg.get("validation", {}))
-        if report.kept != report.total:  # policy "drop": publish the cleaned pool, keep the report
-            (tmp / manifest["pool"]).write_text(json.dumps(records, separators=(",", ":")))
+        manifest, pool = _build(dataset_cfg, tmp)
+        if pool is None:  # a generated pool (embedded), already written
+            pool = pools.read_plain(tmp / manifest["pool"])
+            pool.file = out_dir / manifest["pool"]  # the name problems are reported under
+        policy = resolve_policy(dataset_cfg.get("validation"), pools.POLICY_DEFAULTS.get(manifest["source"]))
+        image_root = (tmp / manifest["image_root"]).resolve()  # through the link: messages name the real files
+        rows, report = validate_records(pool.records, image_root, policy, file=pool.file,
+                                        sources=pool.sources, extra=pool.problems, statistics=pool.statistics)
+        if pool.metadata_fields or len(rows) != len(pool.records):  # metadata added, or policy "drop" dropped some
+            pools.write_json_records(tmp / manifest["pool"], pools.publish_records(pool, rows))
         (tmp / "validation.json").write_text(json.dumps(report.as_dict(), indent=1))
-        manifest["pool_size"] = len(records)
+        manifest["validation_report"] = "validation.json"
+        manifest["metadata_fields"] = list(pool.metadata_fields)
+        manifest["pool_size"] = len(rows)
         manifest["pool_sha256"] = sha256_file(tmp / manifest["pool"])
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if out_dir.exists():
@@ -77,24 +101,31 @@ def prepare(dataset_cfg: dict[str, Any], out_dir: Path) -> dict:
             shutil.rmtree(tmp)
 
 
-def _build(cfg: dict[str, Any], tmp: Path) -> dict:
+def _build(cfg: dict[str, Any], tmp: Path) -> tuple[dict, pools.SourcePool | None]:
+    """Write what the dataset needs under tmp; returns the manifest and the pool read from its source file (None
+    for a generated pool, written to tmp already)."""
     source = cfg["source"]
     if source == "embedded":
         from selectbench.data.embedded import write_embedded
 
-        return write_embedded(tmp, cfg["embedded"], cfg["benchmarks"])
-    if source == "llava":
-        return _link_llava(cfg, tmp)
-    raise ValueError(f"unknown dataset source {source!r}")
+        return write_embedded(tmp, cfg["embedded"], cfg["benchmarks"]), None
+    source = "llava665k" if source == "llava" else source  # the generic LLaVA-format source reads as LLaVA-665k
+    if source in pools.READERS:
+        pool = pools.READERS[source](Path(cfg["pool"]))
+        return _link_files(cfg, tmp, source), pool
+    raise ValueError(f"unknown dataset source {cfg['source']!r} (embedded, llava665k, vision_flan or llava)")
 
 
-def _link_llava(cfg: dict[str, Any], tmp: Path) -> dict:
-    """A pool in LLaVA-665k format on disk: copy the JSON, link the image root and the evaluation sets."""
-    pool = Path(cfg["pool"])
-    load_json_list(pool)  # fail early, naming the file, on malformed JSON
-    shutil.copyfile(pool, tmp / "pool.json")
-    (tmp / "images").symlink_to(Path(cfg["image_root"]).resolve(), target_is_directory=True)
-    manifest = {"source": "llava", "pool": "pool.json", "image_root": "images", "eval": {}}
+def _link_files(cfg: dict[str, Any], tmp: Path, source: str) -> dict:
+    """A pool on disk: link the image root, copy captions and evaluation sets (the pool is written after
+    validation)."""
+    image_root = Path(cfg["image_root"])
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"{image_root}: image_root is not a folder")
+    (tmp / "images").symlink_to(image_root.resolve(), target_is_directory=True)
+    manifest = {"source": source, "source_file": str(Path(cfg["pool"]).resolve()),
+                "source_sha256": sha256_file(Path(cfg["pool"])), "pool": "pool.json", "image_root": "images",
+                "eval": {}}
     if cfg.get("captions"):
         shutil.copyfile(cfg["captions"], tmp / "captions.json")
         manifest["captions"] = "captions.json"

@@ -71,7 +71,8 @@ def test_drop_policy_keeps_good_records_and_reports(pool_copy):
     sharing = sum(r.get("image") == records[row]["image"] for r in records)
     kept, report = validate_pool(_write(tmp_path, records), images, {"broken_records": "drop"})
     assert len(kept) == len(records) - sharing
-    assert report.as_dict()["problems"]["image"]["count"] == sharing
+    assert report.as_dict()["problems"]["missing_image"]["count"] == sharing
+    assert report.as_dict()["problems"]["missing_image"]["first"][0]["row"] == row
 
 
 def test_duplicate_ids_fail_drop_or_allow(pool_copy):
@@ -83,7 +84,9 @@ def test_duplicate_ids_fail_drop_or_allow(pool_copy):
     kept, _ = validate_pool(path, images, {"duplicate_ids": "drop"})
     assert len(kept) == len(records) - 1
     kept, report = validate_pool(path, images, {"duplicate_ids": "allow"})
-    assert len(kept) == len(records) and report.as_dict()["problems"]["duplicate_ids"]["count"] == 1
+    stats = report.as_dict()["statistics"]["duplicate_ids"]
+    assert len(kept) == len(records) and "duplicate_ids" not in report.as_dict()["problems"]
+    assert stats["ids_repeated"] == 1 and stats["first"][0]["rows"] == [2, 3]
 
 
 def test_prepare_leaves_nothing_behind_on_bad_input(pool_copy):

@@ -32,7 +32,8 @@ def test_every_stage_produced_output(finished_run):
     results = finished_run / "results"
     for pattern in ["digits/data/pool.json", "digits/tokenizer/tokenizer.json", "digits/base/target/model/model.safetensors",
                     "digits/scores/random.npz", "digits/subsets/random/r0.5_s0.json",
-                    "digits/subsets/random/r0.5_s0.meta.json", "digits/target/random/r0.5_s0/model/*.safetensors",
+                    "digits/subsets/random/r0.5_s0.meta.json", "digits/subsets/random/r0.5_s0.records.json",
+                    "digits/target/random/r0.5_s0/model/*.safetensors",
                     "digits/target/full/r1_s0/model/*.safetensors", "digits/eval/full/r1_s0.csv",
                     "tables/digits.md", "tables/digits.tex", "plots/digits_relative.png", "plots/digits_relative.pdf",
                     "logs/digits/train_target_full_r1_s0.log", "benchmarks/digits/train_target_full_r1_s0.tsv",
