@@ -1,13 +1,39 @@
 """Gradient-based selection, LESS-style (Xia et al. 2024): per-example LoRA gradients of the warmed-up proxy,
 Adam-preconditioned and randomly projected (selectbench.features.gradients). Targets:
   none → GraNd: rank by the norm of the example's gradient;
-  self → mean cosine of the example's (normalised, projected) gradient to those of its own k-means cluster.
+  self → mean cosine of the example's (normalised, projected) gradient to those of its own k-means cluster;
+  validation → LESS's influence (ICONS-style, task-aware): per validation task (benchmark), the mean cosine to
+      that task's validation gradients (plain SGD direction at the warm-up checkpoint, same projection), and
+      the maximum over tasks. It uses evaluation-task data, so its subsets and table rows say so.
 Keeps the high band by default."""
 
 import numpy as np
 
 from selectbench.selection.base import Method, Selection, band_indices, check_band
 from selectbench.selection.clustering import kmeans
+
+TARGETS = ("none", "self", "validation")
+TASK_SCORE = "task_score_"  # score arrays f"{TASK_SCORE}<task>": the mean cosine to one task's validation set
+STATISTIC = {"none": "gradient norm (GraNd)", "self": "mean cosine to own cluster",
+             "validation": "max over validation tasks of the mean cosine to the task's validation gradients (LESS)"}
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def validation_scores(projected: np.ndarray, validation: np.ndarray, tasks: np.ndarray) -> dict[str, np.ndarray]:
+    """LESS's task influence: {task: mean over the task's validation examples of cos(train, validation)} for
+    every pool row; rows without a gradient (zero or NaN) are NaN, never ranked."""
+    unit, val = unit_rows(projected.astype(np.float64)), unit_rows(validation.astype(np.float64))
+    unscored = ~np.isfinite(projected).all(axis=1) | (np.linalg.norm(np.nan_to_num(projected), axis=1) == 0)
+    out = {}
+    for task in dict.fromkeys(tasks.tolist()):
+        score = np.nan_to_num(unit) @ val[tasks == task].mean(axis=0)
+        score[unscored] = np.nan
+        out[task] = score
+    return out
 
 
 class Gradient(Method):
@@ -18,9 +44,14 @@ class Gradient(Method):
 
     @classmethod
     def check(cls, params):
-        if params["target"] not in ("none", "self"):
-            raise ValueError(f"target must be none or self, got {params['target']!r}")
+        if params["target"] not in TARGETS:
+            raise ValueError(f"target must be one of {list(TARGETS)}, got {params['target']!r}")
         check_band(params)
+
+    @classmethod
+    def task_aware(cls, params) -> bool:
+        """Whether the instance reads evaluation-task data (validation examples); tables mark such rows."""
+        return params["target"] == "validation"
 
     @classmethod
     def feature_spec(cls, feature, params):
@@ -29,9 +60,19 @@ class Gradient(Method):
     def score(self, ctx):
         with np.load(ctx.artifacts["lora_gradients"]) as z:
             projected, norm = z["projected"][:, 0], z["grad_norm"][:, 0]
+            if ctx.params["target"] == "validation":
+                if "meta_validation_projected" not in z.files:
+                    raise ValueError(f"{ctx.artifacts['lora_gradients']}: no validation gradients; target "
+                                     "validation needs task validation sets in the data folder (manifest "
+                                     "'task_validation')")
+                validation, tasks = z["meta_validation_projected"], z["meta_validation_task"]
         if ctx.params["target"] == "none":
             return {"score": norm.astype(np.float64)}
-        unit = projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), 1e-12)
+        if ctx.params["target"] == "validation":
+            per_task = validation_scores(projected, validation, tasks)
+            score = np.stack(list(per_task.values()), axis=1).max(axis=1)  # NaN stays NaN: unscored
+            return {"score": score, **{TASK_SCORE + t: s for t, s in per_task.items()}}
+        unit = unit_rows(projected)
         labels = kmeans(unit, ctx.params["clusters"], seed=0)
         score = np.empty(len(unit))
         for c in np.unique(labels):
@@ -40,7 +81,14 @@ class Gradient(Method):
         return {"score": score, "cluster": labels}
 
     def select(self, ctx, scores, n, seed):
-        return Selection(band_indices(scores["score"], n, ctx.params["band"]),
-                         {"band": ctx.params["band"], "target": ctx.params["target"],
-                          "statistic": "gradient norm (GraNd)" if ctx.params["target"] == "none"
-                          else "mean cosine to own cluster"})
+        target = ctx.params["target"]
+        rows = band_indices(scores["score"], n, ctx.params["band"])
+        details = {"band": ctx.params["band"], "target": target, "statistic": STATISTIC[target],
+                   "task_aware": self.task_aware(ctx.params)}
+        if target == "validation":
+            tasks = [k[len(TASK_SCORE):] for k in scores if k.startswith(TASK_SCORE)]
+            scored = rows[~np.isnan(scores["score"][rows])]
+            best = np.argmax(np.stack([scores[TASK_SCORE + t][scored] for t in tasks], axis=1), axis=1)
+            details["validation_tasks"] = tasks
+            details["kept_by_best_task"] = {t: int((best == i).sum()) for i, t in enumerate(tasks)}
+        return Selection(rows, details)

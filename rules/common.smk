@@ -16,6 +16,9 @@ AVAILABLE = discover(METHODS_DIR)
 REFERENCE = reference_method(AVAILABLE)
 INSTANCES = {i.label: i for i in expand(config["methods"], AVAILABLE)}
 INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))
+# Instances that select with evaluation-task data (e.g. gradient target=validation): marked in the tables.
+TASK_AWARE = sorted(label for label, inst in INSTANCES.items()
+                    if AVAILABLE[inst.method].task_aware(inst.param_dict))
 
 # Shared artifacts a method can require (selectbench.selection.base.ARTIFACTS): computed once per dataset.
 ARTIFACT_PATHS = {

@@ -15,6 +15,7 @@ rule report:
         tables=lambda w, output: os.path.dirname(output.table),
         plots=lambda w, output: os.path.dirname(output.png),
         margin=config["report"]["chance_margin"],
+        task_aware=lambda w: " ".join(TASK_AWARE),
     resources:
         **rule_resources("report"),
     conda:
@@ -26,4 +27,5 @@ rule report:
     shell:
         "python -m selectbench.cli report --dataset {wildcards.dataset} --inputs {input} --reference {params.reference}"
         " --benchmarks {params.benchmarks} --tables {params.tables} --plots {params.plots}"
-        " --published {params.published} --chance-margin {params.margin} > {log} 2>&1"
+        " --published {params.published} --chance-margin {params.margin} --task-aware {params.task_aware}"
+        " > {log} 2>&1"

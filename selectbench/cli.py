@@ -149,8 +149,9 @@ def cmd_report(a) -> None:
     write_long(rows, out / f"{a.dataset}.csv")
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
-    (out / f"{a.dataset}.md").write_text(to_markdown(summary, a.benchmarks, a.dataset, published))
-    (out / f"{a.dataset}.tex").write_text(to_latex(summary, a.benchmarks, a.dataset))
+    task_aware = set(a.task_aware)
+    (out / f"{a.dataset}.md").write_text(to_markdown(summary, a.benchmarks, a.dataset, published, task_aware=task_aware))
+    (out / f"{a.dataset}.tex").write_text(to_latex(summary, a.benchmarks, a.dataset, task_aware=task_aware))
     plot_relative(summary, a.reference, a.dataset, Path(a.plots) / f"{a.dataset}_relative", published)
 
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--lmms-config", {"type": _json, "default": {}}))
     add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
-        ("--chance-margin", {"type": float, "default": None}))
+        ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

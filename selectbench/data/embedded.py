@@ -3,7 +3,9 @@ real handwritten digits that ship inside scikit-learn. Nothing is downloaded; ev
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,18 +22,41 @@ BENCHMARKS = ("pope", "textvqa", "vqav2", "gqa", "mmbench", "mmvet")
 
 
 class _ImageWriter:
-    """Renders scenes to PNG files under images/<split>/ and returns their paths relative to the image root."""
+    """Renders scenes to PNG files under images/<split>/ and returns their paths relative to the image root;
+    keeps a digest of every image's pixels (so later splits can avoid repeating one)."""
 
     def __init__(self, root: Path, split: str, bank: DigitBank):
         self.root, self.split, self.bank = root, split, bank
         (root / split).mkdir(parents=True, exist_ok=True)
         self.count = 0
+        self.digests: set[str] = set()
 
     def __call__(self, scene: Scene) -> str:
+        return self.save(render(scene, self.bank))
+
+    def save(self, pixels: np.ndarray) -> str:
         rel = f"{self.split}/{self.count:06d}.png"
-        Image.fromarray(render(scene, self.bank)).save(self.root / rel)
+        Image.fromarray(pixels).save(self.root / rel)
+        self.digests.add(_digest(pixels))
         self.count += 1
         return rel
+
+
+class _PendingImages:
+    """Renders scenes in memory under provisional names; only the images of items finally kept are written."""
+
+    def __init__(self, bank: DigitBank):
+        self.bank = bank
+        self.pixels: dict[str, np.ndarray] = {}
+
+    def __call__(self, scene: Scene) -> str:
+        key = f"pending/{len(self.pixels)}"
+        self.pixels[key] = render(scene, self.bank)
+        return key
+
+
+def _digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(pixels.tobytes()).hexdigest()
 
 
 def _scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
@@ -239,8 +264,70 @@ _EVAL_BUILDERS: dict[str, Callable] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------- validation
+VALIDATION_SIZE = 8     # few-shot validation examples per benchmark (config embedded.validation_size)
+VALIDATION_STREAM = 1   # its own RNG stream: the pool and the evaluation sets do not move when it changes
+
+
+def validation_sizes(cfg: dict[str, Any], benchmarks: list[str]) -> dict[str, int]:
+    """embedded.validation_size: one int for every benchmark or {benchmark: int}; default 8; 0 = none."""
+    value = cfg.get("validation_size", VALIDATION_SIZE)
+    sizes = {b: int(value.get(b, VALIDATION_SIZE) if isinstance(value, dict) else value) for b in benchmarks}
+    bad = {b: n for b, n in sizes.items() if n < 0}
+    if bad:
+        raise ValueError(f"embedded.validation_size must be >= 0, got {bad}")
+    return sizes
+
+
+def validation_turn(benchmark: str, item: dict) -> tuple[str, str]:
+    """An evaluation-shaped item as one (question, answer) turn, in the form the benchmark asks it and accepts
+    it: MMBench's lettered options and answer, the majority reference of VQA-style items, POPE's label as the
+    pool's Yes/No (the metric is case-insensitive)."""
+    if benchmark == "mmbench":
+        return Q.format_options(item["question"], item["options"]), Q.option_answer(item["options"],
+                                                                                   item["answer_index"])
+    answer = Counter(item["answers"]).most_common(1)[0][0] if "answers" in item else item["answer"]
+    return item["question"], answer.capitalize() if benchmark == "pope" else answer
+
+
+def build_validation(benchmark: str, size: int, rng: np.random.Generator, bank: DigitBank, writer: _ImageWriter,
+                     avoid: set[str]) -> list[dict]:
+    """`size` validation examples shaped like `benchmark`'s evaluation items (the same builder, its own
+    draws), as LLaVA conversations on new held-out images; none shows an image whose pixels are in `avoid`
+    (the evaluation images) and no (image, question) repeats."""
+    pending = _PendingImages(bank)
+    candidates, seen = [], set()
+    for item in _EVAL_BUILDERS[benchmark](rng, bank, pending, size):
+        key = (_digest(pending.pixels[item["image"]]), item["question"])
+        if key[0] not in avoid and key not in seen:
+            seen.add(key)
+            candidates.append(item)
+    if benchmark == "pope":  # POPE is balanced yes/no by design; so is its validation set
+        strata = [[i for i, it in enumerate(candidates) if it["answer"] == label] for label in ("yes", "no")]
+        quotas = [size // 2, size - size // 2]
+    else:
+        strata, quotas = [list(range(len(candidates)))], [size]
+    if any(len(stratum) < quota for stratum, quota in zip(strata, quotas)):
+        raise ValueError(f"{benchmark}: too few validation candidates disjoint from the evaluation set "
+                         f"({[len(s) for s in strata]} for {quotas})")
+    chosen = np.sort(np.concatenate([rng.choice(np.array(stratum, dtype=np.int64), size=quota, replace=False)
+                                     for stratum, quota in zip(strata, quotas)]))
+    saved: dict[str, str] = {}
+    records = []
+    for k, index in enumerate(chosen):
+        item = candidates[index]
+        if item["image"] not in saved:
+            saved[item["image"]] = writer.save(pending.pixels[item["image"]])
+        question, answer = validation_turn(benchmark, item)
+        records.append({"id": f"{benchmark}-val-{k:04d}", "image": saved[item["image"]],
+                        "conversations": [{"from": "human", "value": "<image>\n" + question},
+                                          {"from": "gpt", "value": answer}]})
+    return records
+
+
 def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) -> dict:
-    """Write pool.json, captions.json, eval/<benchmark>.json and images/ under out_dir; return the manifest."""
+    """Write pool.json, captions.json, eval/<benchmark>.json, task_validation/<benchmark>.json and images/
+    under out_dir; return the manifest."""
     out_dir = Path(out_dir)
     train_bank, held_out_bank = load_digit_banks(cfg["holdout_fraction"], cfg["seed"])
     image_root = out_dir / "images"
@@ -254,14 +341,29 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
         items = _EVAL_BUILDERS[name](rng, held_out_bank, eval_writer, cfg["eval_sizes"][name])
         eval_files[name] = f"eval/{name}.json"
         _dump(out_dir / eval_files[name], items)
+    validation_files = _write_validation(out_dir, cfg, benchmarks, held_out_bank, eval_writer.digests)
     _dump(out_dir / "pool.json", pool)
     _dump(out_dir / "captions.json", captions)
     _dump(out_dir / "vision_pretrain.json", cells)
     manifest = {"source": "embedded", "pool": "pool.json", "captions": "captions.json", "image_root": "images",
                 "vision_pretrain": "vision_pretrain.json",
-                "eval": eval_files, "positions": list(POSITIONS)}
+                "eval": eval_files, "task_validation": validation_files, "positions": list(POSITIONS)}
     _dump(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def _write_validation(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str], bank: DigitBank,
+                      eval_digests: set[str]) -> dict[str, str]:
+    """task_validation/<benchmark>.json for every benchmark with a non-zero validation size."""
+    rng = np.random.default_rng([cfg["seed"], VALIDATION_STREAM])
+    writer = _ImageWriter(out_dir / "images", "task_validation", bank)
+    (out_dir / "task_validation").mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, size in validation_sizes(cfg, benchmarks).items():
+        if size:
+            files[name] = f"task_validation/{name}.json"
+            _dump(out_dir / files[name], build_validation(name, size, rng, bank, writer, eval_digests))
+    return files
 
 
 def _dump(path: Path, obj: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selectbench.data import pools
-from selectbench.data.validate import resolve_policy, validate_records
+from selectbench.data.validate import load_json_list, resolve_policy, validate_records
 
 
 class DataDir:
@@ -135,4 +135,31 @@ def _link_files(cfg: dict[str, Any], tmp: Path, source: str) -> dict:
         for name in cfg["benchmarks"]:
             shutil.copyfile(Path(eval_dir) / f"{name}.json", tmp / "eval" / f"{name}.json")
             manifest["eval"][name] = f"eval/{name}.json"
+    if cfg.get("task_validation"):
+        manifest.update(_link_task_validation(cfg["task_validation"], cfg["benchmarks"], tmp))
     return manifest
+
+
+def _link_task_validation(cfg: dict[str, Any], benchmarks: list[str], tmp: Path) -> dict:
+    """Few task validation examples for task-aware methods (LESS): one LLaVA-format <task>.json per task in
+    cfg["dir"], images under cfg["image_root"]; every record must pass the record checks."""
+    from selectbench.data.validate import PoolError, record_problems
+
+    root = Path(cfg["image_root"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: task_validation.image_root is not a folder")
+    (tmp / "task_validation_images").symlink_to(root.resolve(), target_is_directory=True)
+    (tmp / "task_validation").mkdir()
+    files = {}
+    for task in cfg.get("tasks") or benchmarks:
+        src = Path(cfg["dir"]) / f"{task}.json"
+        records = load_json_list(src)
+        if not records:
+            raise PoolError(f"{src}: no validation example for task {task!r}")
+        for row, record in enumerate(records):
+            problems = record_problems(record, root)
+            if problems:
+                raise PoolError(f"{src}: record {row} (id {record.get('id')!r}): {problems[0][1]}")
+        shutil.copyfile(src, tmp / "task_validation" / f"{task}.json")
+        files[task] = f"task_validation/{task}.json"
+    return {"task_validation": files, "task_validation_image_root": "task_validation_images"}

@@ -10,7 +10,13 @@
    example's gradient), a seeded Rademacher projection to `dim` dimensions, stored with the raw gradient's
    norm (GraNd). Shards save every chunk of batches as it finishes, so an interrupted run resumes.
 
-Output of one shard: rows, projected (n, 1, dim) float32 (not normalised), grad_norm (n, 1).
+4. Task validation examples (LESS's validation gradients, for the task-aware `validation` target), once per
+   spec, by shard 0: the same gradients at the warm-up checkpoint with plain SGD direction (no Adam
+   preconditioning, as LESS) and the same projection.
+
+Output of one shard: rows, projected (n, 1, dim) float32 (not normalised), grad_norm (n, 1); shard 0 adds
+meta_validation_projected (m, dim), meta_validation_grad_norm (m,), meta_validation_task (m,) and
+meta_validation_id (m,) for the data folder's m validation examples (none where it has no validation sets).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from selectbench.features import FEATURES
 from selectbench.features.passes import device_for, example_losses, run_shard, shard_batches_for
 from selectbench.models.build import load_model
 from selectbench.models.stages import make_template
+from selectbench.training.data import Collator, SupervisedDataset
 
 log = logging.getLogger(__name__)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -199,6 +206,36 @@ def gradient_features(model, batches, adam: dict[str, dict], spec: dict[str, Any
             "grad_norm": torch.cat(norms).numpy().astype(np.float32)}
 
 
+def validation_batches(data: DataDir, tokenizer, processor, template, batch_size: int
+                       ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The data folder's task validation examples, task by task in file order, collated exactly as pool
+    examples are: (task of each example, its id, batches)."""
+    tasks, ids, records = [], [], []
+    for task in data.validation_tasks():
+        for record in data.validation_items(task):
+            tasks.append(task)
+            ids.append(str(record["id"]))
+            records.append(record)
+    images = ImageLoader(data.validation_image_root, processor)
+    collate, dataset = Collator(tokenizer.pad_token_id, images), SupervisedDataset(records, template, images)
+    batches = [collate([dataset[j] for j in range(i, min(i + batch_size, len(records)))])
+               for i in range(0, len(records), batch_size)]
+    return np.array(tasks, dtype=str), np.array(ids, dtype=str), batches
+
+
+def validation_features(model, data: DataDir, tokenizer, processor, template, spec: dict[str, Any],
+                        batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """LESS's validation gradients: per-example LoRA gradients of the validation examples at the warm-up
+    checkpoint, plain SGD direction (never Adam-preconditioned), projected as the pool's are; {} without
+    validation sets."""
+    tasks, ids, batches = validation_batches(data, tokenizer, processor, template, batch_size)
+    if not len(tasks):
+        return {}
+    out = gradient_features(model, batches, {}, {**spec, "precondition": "none"}, device, desc="validation")
+    return {"meta_validation_projected": out["projected"], "meta_validation_grad_norm": out["grad_norm"],
+            "meta_validation_task": tasks, "meta_validation_id": ids}
+
+
 def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
                   shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
                   device: str = "auto") -> dict[str, Any]:
@@ -217,7 +254,15 @@ def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], 
         return gradient_features(model, sub, adam, spec, device_for(device),
                                  desc=f"gradients shard {shard}/{n_shards} {part}")
 
+    # Validation gradients (few: seconds) ride along in shard 0's meta arrays; computed first, so bad
+    # validation data stops the job before the long pass.
+    validation = {}
+    if shard == 0:
+        validation = validation_features(model, data, tokenizer, processor,
+                                         make_template(tokenizer, model, model_cfg["template"]), spec, batch_size,
+                                         device_for(device))
     summary = run_shard(parts, compute, rows, out, {"shard": shard, "shards": n_shards, "spec": spec},
-                        parts_are="rows")
+                        parts_are="rows", meta=validation)
+    summary["validation_examples"] = int(len(validation.get("meta_validation_id", [])))
     log.info("gradients: %s", json.dumps(summary))
     return summary

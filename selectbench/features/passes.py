@@ -83,10 +83,11 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def run_shard(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]], rows: np.ndarray,
-              out: Path, summary: dict[str, Any], parts_are: str = "checkpoints") -> dict[str, Any]:
+              out: Path, summary: dict[str, Any], parts_are: str = "checkpoints",
+              meta: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """compute(part) for each part, each saved as it finishes so a killed job resumes, then published with the
-    rows. parts_are='checkpoints': each part covers all rows, stacked on axis 1 (one slot per checkpoint);
-    'rows': parts are consecutive chunks of the rows, concatenated, with one slot on axis 1."""
+    rows (and any extra meta_* arrays). parts_are='checkpoints': each part covers all rows, stacked on axis 1
+    (one slot per checkpoint); 'rows': parts are consecutive chunks of the rows, concatenated, one slot on axis 1."""
     t0 = time.time()
     work = Path(out).with_name(Path(out).name + ".parts")
     done = run_parts(parts, compute, work)
@@ -98,7 +99,7 @@ def run_shard(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
         arrays = {key: np.concatenate([p[key] for p in per])[:, None] for key in per[0]} if per else {}
     else:
         raise ValueError(f"parts_are must be checkpoints or rows, got {parts_are!r}")
-    save_npz(Path(out), {"rows": rows, **arrays})
+    save_npz(Path(out), {"rows": rows, **arrays, **(meta or {})})
     clear(work)
     return {**summary, "examples": int(len(rows)), parts_are: len(parts), "seconds": time.time() - t0}
 

@@ -7,6 +7,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
+from typing import Collection
 
 from selectbench.evaluation.benchmarks import REGISTRY
 from selectbench.evaluation.run import COLUMNS
@@ -98,18 +99,25 @@ def _fmt(ms: tuple[float, float | None] | None, tex: bool = False) -> str:
     return f"{m:.1f} $\\pm$ {s:.1f}" if tex else f"{m:.1f} ± {s:.1f}"
 
 
-def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, published: dict | None = None) -> str:
+TASK_AWARE_NOTE = "task-aware: uses evaluation-task validation examples (not a task-agnostic selection)"
+
+
+def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, published: dict | None = None,
+                task_aware: Collection[str] = ()) -> str:
+    """task_aware: method labels whose selection used evaluation-task data; marked † with a footnote."""
     head = ["method", "ratio", "seeds"] + [f"{b} ({REGISTRY[b].primary})" for b in benchmarks] + ["Rel. %"]
     if published:
         head.append("published Rel. %")
     lines = [f"### {dataset}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
-        cells = [e["method"], f"{e['ratio']:g}", str(len(e["seeds"]))]
+        cells = [e["method"] + (" †" if e["method"] in task_aware else ""), f"{e['ratio']:g}", str(len(e["seeds"]))]
         cells += [_fmt(e["benchmarks"][b]) for b in benchmarks] + [_fmt(e["relative"])]
         if published:
             value = published.get((e["method"], e["ratio"]))
             cells.append("—" if value is None else f"{value:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if any(e["method"] in task_aware for e in summary):
+        lines += ["", f"† {TASK_AWARE_NOTE}."]
     missing = {e["relative_missing"] for e in summary if e["relative_missing"]}
     if missing:
         lines += ["", "Rel. % is n/a: " + "; ".join(sorted(missing)) + "."]
@@ -123,16 +131,19 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     return "\n".join(lines) + "\n"
 
 
-def to_latex(summary: list[dict], benchmarks: list[str], dataset: str) -> str:
+def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_aware: Collection[str] = ()) -> str:
     cols = "ll" + "r" * (len(benchmarks) + 1)
     head = ["Method", "Ratio"] + [b.replace("_", "\\_") for b in benchmarks] + ["Rel.\\,\\%"]
     lines = [f"% {dataset}: mean $\\pm$ std over seeds; Rel. = mean of 100 x subset / full",
              f"\\begin{{tabular}}{{{cols}}}", "\\toprule", " & ".join(head) + " \\\\", "\\midrule"]
     for e in summary:
-        cells = [e["method"].replace("_", "\\_"), f"{e['ratio']:g}"]
+        cells = [e["method"].replace("_", "\\_") + ("$^\\dagger$" if e["method"] in task_aware else ""),
+                 f"{e['ratio']:g}"]
         cells += [_fmt(e["benchmarks"][b], tex=True) for b in benchmarks] + [_fmt(e["relative"], tex=True)]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
+    if any(e["method"] in task_aware for e in summary):
+        lines.append(f"\\par{{\\footnotesize $^\\dagger${TASK_AWARE_NOTE}.}}")
     excluded = sorted({x for e in summary for x in e.get("relative_excluded", [])})
     if excluded:
         lines.append("% Rel. leaves out benchmarks the full-data model did not learn: " + "; ".join(excluded))

@@ -60,6 +60,12 @@ class Method:
         """Raise ValueError for a bad parameter value; called when the DAG is planned, before anything runs."""
 
     @classmethod
+    def task_aware(cls, params: dict[str, Any]) -> bool:
+        """Whether the instance selects with evaluation-task data (e.g. benchmark validation examples); tables
+        mark such rows, since they are not task-agnostic selections. Default: no."""
+        return False
+
+    @classmethod
     def feature_spec(cls, feature: str, params: dict[str, Any]) -> dict[str, Any]:
         """Settings of a required feature (see selectbench.features) for these parameters; instances that
         return the same spec share one extraction. Default: the feature's defaults."""

@@ -311,3 +311,25 @@ def test_truncation_report_counts_fully_masked_and_image_cut(tmp_path):
     # the image placeholder moves to the front, so only a max_length shorter than the prefix cuts through it
     report = truncation_report(records[3:], VicunaV1(tokenizer, image_seq_length=60, system="", max_length=40))
     assert report["image_cut"] == 1 and report["first"]["image_cut"][0]["id"] == "late-image"
+
+
+def test_paper_scale_task_validation_sets_are_linked_and_checked(llava665k, tmp_path):
+    pool, images = llava665k
+    val_dir, val_images = tmp_path / "val", tmp_path / "val_images"
+    _jpeg(val_images / "g1.jpg")
+    val_dir.mkdir()
+    good = [{"id": "gqa-val-0", "image": "g1.jpg", "conversations": _turns("<image>\nIs it red?", "Yes")}]
+    (val_dir / "gqa.json").write_text(json.dumps(good))
+    cfg = {**_cfg(pool, images), "task_validation": {"dir": str(val_dir), "image_root": str(val_images),
+                                                      "tasks": ["gqa"]}}
+    prepare(cfg, tmp_path / "out")
+    data = DataDir(tmp_path / "out")
+    assert data.validation_tasks() == ["gqa"]
+    assert data.validation_items("gqa") == good
+    assert (data.validation_image_root / "g1.jpg").exists()
+
+    broken = good + [{"id": "gqa-val-1", "image": "missing.jpg", "conversations": _turns("<image>\nQ?", "A")}]
+    (val_dir / "gqa.json").write_text(json.dumps(broken))
+    with pytest.raises(PoolError, match=r"gqa\.json: record 1 \(id 'gqa-val-1'\).*not found"):
+        prepare(cfg, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()

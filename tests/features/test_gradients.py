@@ -4,13 +4,16 @@ adapter and Adam state; projection and preconditioning as specified; shard invar
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from selectbench.data.embedded import BENCHMARKS
 from selectbench.features.gradients import (PerExampleGradients, RademacherProjection, adam_direction,
-                                            extract_shard, load_warm_model, per_example_losses_sum, run_warmup)
+                                            extract_shard, load_warm_model, per_example_losses_sum, run_warmup,
+                                            validation_batches)
 from selectbench.features.passes import shard_batches_for
 from selectbench.features.sharding import gather
 
@@ -80,16 +83,75 @@ def test_adam_direction_matches_less():
     torch.testing.assert_close(adam_direction(g, m, v), m2 / (v2.sqrt() + 1e-8))
 
 
-def test_gathered_features_do_not_depend_on_the_shard_count(tmp_path, warm, tiny_data, tiny_config):
-    def run(n):
-        files = [tmp_path / f"n{n}_s{i}.npz" for i in range(n)]
-        for i, f in enumerate(files):
-            extract_shard(tiny_data, {"gradient_warmup": warm["pointer"]}, {"dim": 16, "chunk_batches": 2},
-                          tiny_config["models"]["proxy"], i, n, 8, f, device="cpu")
-        return gather(files, len(tiny_data.pool), tmp_path / f"n{n}.npz")
+SPEC = {"dim": 16, "chunk_batches": 2}
 
-    one, two = run(1), run(2)
+
+@pytest.fixture(scope="module")
+def gathered(tmp_path_factory, warm, tiny_data, tiny_config):
+    """The feature extracted with 1 and with 2 shards: {n: (gathered path, arrays)}."""
+    tmp = tmp_path_factory.mktemp("gathered")
+
+    def run(n):
+        files = [tmp / f"n{n}_s{i}.npz" for i in range(n)]
+        for i, f in enumerate(files):
+            extract_shard(tiny_data, {"gradient_warmup": warm["pointer"]}, SPEC,
+                          tiny_config["models"]["proxy"], i, n, 8, f, device="cpu")
+        return tmp / f"n{n}.npz", gather(files, len(tiny_data.pool), tmp / f"n{n}.npz")
+
+    return {1: run(1), 2: run(2)}
+
+
+def test_gathered_features_do_not_depend_on_the_shard_count(gathered, tiny_data):
+    (_, one), (_, two) = gathered[1], gathered[2]
     assert one["covered"].all() and one["projected"].shape == (len(tiny_data.pool), 1, 16)
     assert (one["grad_norm"] > 0).all()
-    np.testing.assert_array_equal(one["projected"], two["projected"])
-    np.testing.assert_array_equal(one["grad_norm"], two["grad_norm"])
+    for key in ("projected", "grad_norm", "meta_validation_projected", "meta_validation_task", "meta_validation_id"):
+        np.testing.assert_array_equal(one[key], two[key])
+
+
+def _plain_gradient(model, batch) -> torch.Tensor:
+    """One example's LoRA gradient from a plain backward (no hooks), flattened in parameter order."""
+    model.zero_grad(set_to_none=True)
+    per_example_losses_sum(model, batch).backward()
+    return torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.requires_grad])
+
+
+def test_validation_target_equals_a_direct_recomputation(gathered, warm, tiny_data, tiny_config):
+    """LESS's influence: pool gradients Adam-preconditioned, validation gradients plain SGD, both projected
+    with the same Rademacher matrix, cosine, mean per task, max over tasks, recomputed here for a handful
+    of pool rows with one plain backward per example."""
+    from selectbench.models.stages import make_template
+    from selectbench.selection.base import Context
+    from selectbench.selection.registry import discover, expand
+
+    path, arrays = gathered[1]
+    model, tokenizer, processor, adam = load_warm_model(warm["base"], warm["dir"])
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    m = torch.cat([adam[n]["exp_avg"].flatten() for n in names])
+    v = torch.cat([adam[n]["exp_avg_sq"].flatten() for n in names])
+    projection = RademacherProjection(len(m), SPEC["dim"], seed=0)
+
+    template = make_template(tokenizer, model, tiny_config["models"]["proxy"]["template"])
+    tasks, ids, val_batches = validation_batches(tiny_data, tokenizer, processor, template, 1)
+    assert list(dict.fromkeys(tasks)) == tiny_data.validation_tasks() and len(ids) == 8 * len(BENCHMARKS)
+    val = torch.cat([projection(_plain_gradient(model, b)[None]) for b in val_batches])
+    torch.testing.assert_close(torch.from_numpy(arrays["meta_validation_projected"]), val, atol=1e-5, rtol=1e-4)
+    np.testing.assert_array_equal(arrays["meta_validation_id"], ids)
+
+    text_only = next(r for r, rec in enumerate(tiny_data.pool) if "image" not in rec)
+    rows = [0, 7, 100, text_only, len(tiny_data.pool) - 1]
+    order, batches = shard_batches_for(tiny_data, warm["base"] / "model", tiny_config["models"]["proxy"], rows,
+                                       0, 1, 1)
+    train = {int(r): projection(adam_direction(_plain_gradient(model, b)[None], m, v))[0].numpy()
+             for r, b in zip(order, batches)}
+    unit_val = val.numpy() / np.linalg.norm(val.numpy(), axis=1, keepdims=True)
+    expected = {r: max(float((g / np.linalg.norm(g)) @ unit_val[tasks == t].T.mean(axis=1))
+                       for t in dict.fromkeys(tasks)) for r, g in train.items()}
+
+    cls = discover(str(Path(__file__).resolve().parents[2] / "methods"))["gradient"]
+    params = expand({"gradient": {"target": "validation", "dim": SPEC["dim"]}}, {"gradient": cls})[0].param_dict
+    scores = cls().score(Context("digits", tiny_data.pool, tiny_data.image_root, {"lora_gradients": path}, params))
+    for r in rows:
+        assert scores["score"][r] == pytest.approx(expected[r], abs=1e-4)
+    assert {k for k in scores if k.startswith("task_score_")} == {f"task_score_{b}" for b in BENCHMARKS}
+

@@ -85,3 +85,17 @@ def test_benchmark_the_reference_did_not_learn_is_left_out_of_relative_and_named
     # a learned benchmark is kept
     rows[-2]["value"] = 85.0
     assert summarise(rows, "full", BENCH, chance_margin=10)[1]["relative"][0] == pytest.approx(with_pope)
+
+
+def test_task_aware_rows_are_marked_with_a_footnote():
+    rows = _rows("full", 1.0, 0, 80, 40) + _rows("random", 0.1, 0, 40, 25) \
+        + _rows("gradient__target-validation", 0.1, 0, 60, 30)
+    summary = summarise(rows, "full", BENCH)
+    md = to_markdown(summary, BENCH, "d", task_aware={"gradient__target-validation"})
+    assert "| gradient__target-validation † | 0.1 |" in md and "| random | 0.1 |" in md
+    assert "† task-aware: uses evaluation-task validation examples" in md
+    tex = to_latex(summary, BENCH, "d", task_aware=["gradient__target-validation"])
+    assert "gradient\\_\\_target-validation$^\\dagger$ & 0.1" in tex and "random & 0.1" in tex
+    assert "$^\\dagger$task-aware: uses evaluation-task validation examples" in tex
+    for text in (to_markdown(summary, BENCH, "d"), to_latex(summary, BENCH, "d")):  # nothing task-aware
+        assert "†" not in text and "dagger" not in text and "task-aware" not in text
