@@ -37,7 +37,8 @@ def cmd_base(a) -> None:
 
     tokenizer = Path(a.tokenizer) if a.tokenizer else None  # pretrained models bring their own
     s = train_base(DataDir(a.data), tokenizer, a.model_config, a.seed, Path(a.out), a.threads)
-    logging.info("stage 1 done: loss %.4f in %.0f s", s["train_loss"], s["wall_s"])
+    loss = "not run" if s.get("train_loss") is None else f"loss {s['train_loss']:.4f}"
+    logging.info("base model published: stage 1 %s, %.0f s", loss, s["wall_s"])
 
 
 def cmd_finetune(a) -> None:
@@ -46,7 +47,9 @@ def cmd_finetune(a) -> None:
     rows = json.loads(Path(a.subset).read_text())["rows"] if a.subset else None
     s = finetune(DataDir(a.data), Path(a.base), rows, a.model_config, a.seed, Path(a.out), a.threads)
     logging.info("fine-tune done: %d examples, loss %.4f in %.0f s", s["examples"], s["train_loss"], s["wall_s"])
-    if a.checkpoint_list:
+    from selectbench.training.train import is_main_process
+
+    if a.checkpoint_list and is_main_process():
         from selectbench.models.stages import checkpoint_dirs
 
         dirs = [str(p) for p in checkpoint_dirs(Path(a.out))]

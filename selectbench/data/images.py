@@ -42,7 +42,7 @@ class ImageLoader:
         self.root = Path(image_root)
         self.processor = image_processor
         mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-        self.fill = tuple(int(round(255 * m)) for m in mean)
+        self.fill = tuple(int(255 * m) for m in mean)  # LLaVA's expand2square colour (truncated, not rounded)
 
     def load(self, relpath: str, record_id: str | None = None) -> Image.Image:
         return expand_to_square(open_rgb(self.root / relpath, record_id), self.fill)

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from transformers import (
-    AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+    AutoImageProcessor, AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+    LlavaForConditionalGeneration, LlavaProcessor,
 )
 
 from selectbench.models.conversation import IMAGE_PLACEHOLDER
@@ -49,13 +51,14 @@ def image_processor_for(vision: dict[str, Any]) -> CLIPImageProcessor:
     return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def load_model(model_dir: Path, threads: int | None = None):
-    """Model, tokenizer and image processor saved by save_model."""
+def load_model(model_dir: Path, threads: int | None = None, dtype: torch.dtype = torch.float32):
+    """Model, tokenizer and image processor saved by save_model (weights cast to dtype: float32 by default, so a
+    model saved in bfloat16 is upcast for CPU work)."""
     if threads:
         torch.set_num_threads(threads)
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    processor = CLIPImageProcessor.from_pretrained(model_dir)
+    processor = AutoImageProcessor.from_pretrained(model_dir)
     return model, tokenizer, processor
 
 
@@ -75,10 +78,37 @@ def load_processors(checkpoint_dir: Path):
         source = checkpoint_dir.parent.parent / "model"
     if not (source / "tokenizer_config.json").exists():
         raise FileNotFoundError(f"{checkpoint_dir}: no tokenizer in the checkpoint nor in {source}")
-    return AutoTokenizer.from_pretrained(source), CLIPImageProcessor.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source), AutoImageProcessor.from_pretrained(source)
 
 
-def save_model(model, tokenizer, image_processor, out_dir: Path) -> None:
+def num_additional_image_tokens(vision_config) -> int:
+    """Vision-tower positions that are not image patches (CLIP's CLS token), for LlavaProcessor."""
+    extra = {"clip_vision_model": 1, "siglip_vision_model": 0}
+    if vision_config.model_type not in extra:
+        raise ValueError(f"no known count of non-patch tokens for a {vision_config.model_type} vision tower")
+    return extra[vision_config.model_type]
+
+
+def llava_processor(model_config, tokenizer, image_processor, chat_template: str | None = None) -> LlavaProcessor:
+    """transformers' LlavaProcessor for a model: text with one "<image>" per image becomes ids with exactly
+    image_seq_length image tokens per image (checked), so evaluation harnesses (lmms-eval's llava_hf) can drive it."""
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+        patch_size=model_config.vision_config.patch_size,
+        vision_feature_select_strategy=model_config.vision_feature_select_strategy,
+        num_additional_image_tokens=num_additional_image_tokens(model_config.vision_config))
+    side = model_config.vision_config.image_size
+    ids = processor(text=processor.image_token, images=[Image.new("RGB", (side, side))])["input_ids"][0]
+    if list(ids).count(model_config.image_token_index) != model_config.image_seq_length:
+        raise ValueError(f"LlavaProcessor inserts {list(ids).count(model_config.image_token_index)} image tokens, "
+                         f"the model expects image_seq_length {model_config.image_seq_length}")
+    return processor
+
+
+def save_model(model, tokenizer, image_processor, out_dir: Path, chat_template: str | None = None) -> None:
+    """Weights and config, and beside them a LlavaProcessor (tokenizer, image processor, patch size, chat
+    template) that AutoProcessor and lmms-eval's llava_hf load."""
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    image_processor.save_pretrained(out_dir)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    llava_processor(model.config, tokenizer, image_processor, chat_template).save_pretrained(out_dir)

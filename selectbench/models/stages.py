@@ -31,14 +31,17 @@ def build_tokenizer(data: DataDir, vocab_size: int, out_dir: Path) -> None:
     train_tokenizer(conversation_texts(data.pool + data.captions()), vocab_size, Path(out_dir))
 
 
-def train_base(data: DataDir, tokenizer_dir: Path, model_cfg: dict[str, Any], seed: int, out_dir: Path,
+def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, Any], seed: int, out_dir: Path,
                threads: int) -> dict:
-    """Stage 1 (LLaVA's alignment stage): a model built from the config, trained on the captions."""
+    """The base model of a role: built from `arch` and trained on the captions (stage 1, LLaVA's alignment
+    stage), or assembled from `pretrained` parts (stage 1 only if configured; tokenizer_dir is not used)."""
     from transformers import AutoTokenizer
 
     from selectbench.training.train import train
 
     torch.set_num_threads(threads)
+    if "pretrained" in model_cfg:
+        return _pretrained_base(data, model_cfg, seed, Path(out_dir), threads)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = build_llava(model_cfg["arch"], tokenizer, seed)
     processor = image_processor_for(model_cfg["arch"]["vision"])
@@ -57,7 +60,38 @@ def train_base(data: DataDir, tokenizer_dir: Path, model_cfg: dict[str, Any], se
                                       model.config.vision_feature_layer, seed)
     model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
                            Path(out_dir), seed, threads)
-    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start})
+    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start},
+                    template)
+
+
+def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_dir: Path, threads: int) -> dict:
+    """LLaVA assembled from pretrained parts; stage 1 (on the captions) only where the config has one."""
+    from selectbench.models.assemble import assemble_llava
+    from selectbench.training.train import train
+
+    if model_cfg.get("vision_pretrain"):
+        raise ValueError("vision_pretrain is for models built from `arch`; a `pretrained` model brings its tower")
+    start = time.time()
+    parts = model_cfg["pretrained"]
+    model, tokenizer, processor = assemble_llava(parts, seed)
+    template = make_template(tokenizer, model, model_cfg["template"])
+    summary: dict[str, Any] = {
+        "assembled": {key: parts.get(key) for key in ("language_model", "language_model_gguf", "vision_tower",
+                                                      "projector", "vision_feature_layer", "dtype")},
+        "vocab_size": len(tokenizer), "image_seq_length": model.config.image_seq_length}
+    if model_cfg.get("stage1"):
+        images = ImageLoader(data.image_root, processor)
+        model, trained = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"], out_dir,
+                               seed, threads)
+        model = model.to(weights_dtype(model_cfg))  # trained in float32, stored as configured
+        summary.update(trained)
+    else:
+        if not parts.get("projector"):
+            log.warning("no projector file and no stage 1: the projector stays at its random start until stage 2")
+        summary.update({"examples": 0, "train_loss": None,
+                        "stage1": "not run: no stage1 in the config (projector "
+                                  f"{'from ' + str(parts['projector']) if parts.get('projector') else 'random'})"})
+    return _publish(model, tokenizer, processor, out_dir, {**summary, "wall_s": time.time() - start}, template)
 
 
 def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: dict[str, Any], seed: int,
@@ -65,22 +99,38 @@ def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: d
     """Stage 2 (instruction tuning) of a base model on the pool rows given (None = the whole pool)."""
     from selectbench.training.train import train
 
-    model, tokenizer, processor = load_model(Path(base_dir) / "model", threads)
+    model, tokenizer, processor = load_model(Path(base_dir) / "model", threads, weights_dtype(model_cfg))
     template = make_template(tokenizer, model, model_cfg["template"])
     images = ImageLoader(data.image_root, processor)
     records = data.pool if rows is None else [data.pool[r] for r in rows]
     start = time.time()
     model, summary = train(model, tokenizer, template, images, records, model_cfg["finetune"], Path(out_dir),
                            seed, threads)
-    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, "wall_s": time.time() - start})
+    if "pretrained" in model_cfg:
+        model = model.to(weights_dtype(model_cfg))  # trainable weights were trained in float32
+    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, "wall_s": time.time() - start},
+                    template)
 
 
-def _publish(model, tokenizer, processor, out_dir: Path, summary: dict) -> dict:
-    """Save the final model through a temporary folder so a half-written model never looks complete."""
+def weights_dtype(model_cfg: dict[str, Any]) -> torch.dtype:
+    """The dtype a role's model is loaded in for training: the `pretrained` block's dtype (training keeps the
+    trainable parameters in float32 whatever it is), float32 for models built from `arch`."""
+    from selectbench.models.assemble import torch_dtype
+
+    return torch_dtype(model_cfg["pretrained"].get("dtype")) if "pretrained" in model_cfg else torch.float32
+
+
+def _publish(model, tokenizer, processor, out_dir: Path, summary: dict, template: VicunaV1 | None = None) -> dict:
+    """Save the final model (with its processor and the template's chat template) through a temporary folder so
+    a half-written model never looks complete. Under torchrun only rank 0 writes."""
+    from selectbench.training.train import is_main_process
+
+    if not is_main_process():
+        return summary
     final, tmp = out_dir / "model", out_dir / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model(model, tokenizer, processor, tmp)
+    save_model(model, tokenizer, processor, tmp, template.chat_template() if template is not None else None)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,21 @@ def set_trainable(model: torch.nn.Module, modules: list[str]) -> None:
         param.requires_grad = name.startswith(prefixes)
 
 
+def lora_targets(model: torch.nn.Module, target_modules: str | list[str]) -> list[str]:
+    """Leaf names of the language model's layers that LoRA wraps: the configured list, or for "all-linear" every
+    nn.Linear of the language model (LLaVA's find_all_linear_names: not the vision tower, the projector nor
+    lm_head, which lies outside the language model)."""
+    if target_modules != "all-linear":
+        if isinstance(target_modules, str) or not target_modules:
+            raise ValueError(f"lora.target_modules: a list of layer names or 'all-linear', got {target_modules!r}")
+        return list(target_modules)
+    names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and ".language_model." in f".{name}"})
+    if not names:
+        raise ValueError("lora.target_modules all-linear: the model has no linear layer under language_model")
+    return names
+
+
 def apply_lora(model: torch.nn.Module, lora: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     """LoRA on the language model's linear layers only (a plain name list would also hit the CLIP tower);
     the projector stays fully trainable through modules_to_save. Seeded: torch's default seed differs from
@@ -44,7 +60,7 @@ def apply_lora(model: torch.nn.Module, lora: dict[str, Any], seed: int = 0) -> t
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    names = "|".join(lora["target_modules"])
+    names = "|".join(lora_targets(model, lora["target_modules"]))
     config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                         target_modules=rf".*language_model.*\.({names})$",
                         modules_to_save=["multi_modal_projector"], task_type="CAUSAL_LM")
@@ -76,11 +92,17 @@ def _fingerprint(records: list[dict], cfg: dict[str, Any], seed: int, model) -> 
     return digest.hexdigest()
 
 
+def is_main_process() -> bool:
+    """True except in the non-zero ranks of a multi-process (torchrun) job: only rank 0 publishes outputs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _load_weights(model, checkpoint: str) -> None:
     """Weights of a full fine-tune checkpoint. The Trainer's own resume loads the file's state dict by key and,
     with LLaVA's saved key layout (language_model.model.* on disk, model.language_model.* in memory), matches
-    nothing and silently resumes from the starting weights; from_pretrained maps the keys."""
-    loaded = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype)
+    nothing and silently resumes from the starting weights; from_pretrained maps the keys. Read in float32, which
+    holds both the float32 trainable weights and the bfloat16 frozen ones of a checkpoint exactly."""
+    loaded = type(model).from_pretrained(checkpoint, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
 
 
@@ -95,6 +117,32 @@ def _resumable_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
     checkpoints.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
     return get_last_checkpoint(str(checkpoints))
+
+
+def grad_accum_steps(cfg: dict[str, Any]) -> int:
+    """Gradient accumulation steps: grad_accum, or from global_batch = batch_size (per device) × WORLD_SIZE (set
+    by torchrun / accelerate) × accumulation, so the global batch stays whatever the number of GPUs."""
+    if "global_batch" not in cfg:
+        return cfg.get("grad_accum", 1)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = cfg["batch_size"] * world
+    if cfg["global_batch"] % per_step:
+        raise ValueError(f"global_batch {cfg['global_batch']} is not a multiple of batch_size {cfg['batch_size']} "
+                         f"× {world} processes")
+    accum = cfg["global_batch"] // per_step
+    if cfg.get("grad_accum", accum) != accum:
+        raise ValueError(f"grad_accum {cfg['grad_accum']} contradicts global_batch {cfg['global_batch']} "
+                         f"(batch_size {cfg['batch_size']} × {world} processes × {accum})")
+    return accum
+
+
+def _trainable_in_float32(model: torch.nn.Module, autocast: bool) -> None:
+    """Trainable parameters held in float32 (frozen ones stay as loaded, e.g. bfloat16): an AdamW update of a
+    bfloat16 weight at lr 2e-5 is mostly rounded away; bf16 autocast still runs the matmuls in bfloat16. Without
+    autocast, mixed dtypes cannot meet in a matmul: then the whole model trains in float32."""
+    for param in model.parameters():
+        if (param.requires_grad or not autocast) and param.dtype in (torch.float16, torch.bfloat16):
+            param.data = param.data.float()
 
 
 class _GroupedTrainer(Trainer):
@@ -114,10 +162,10 @@ class _GroupedTrainer(Trainer):
 
 
 def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str, Any], out_dir: Path,
-          seed: int, threads: int = 1, on_finish=None):
+          seed: int, threads: int = 1, on_finish=None, callbacks: list | None = None):
     """Train on records; checkpoints (and resume points) go under out_dir/checkpoints. Returns the trained
     model (LoRA merged) and a summary dict. on_finish(trainer), if given, runs after training and before
-    the merge (e.g. to keep the adapter and the optimizer state)."""
+    the merge (e.g. to keep the adapter and the optimizer state); callbacks are transformers TrainerCallbacks."""
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     dataset = SupervisedDataset(records, template, images)
@@ -125,18 +173,21 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         log.warning("%d of %d examples have no supervised token left after truncation to %d tokens",
                     dataset.fully_masked, len(dataset), template.max_length)
     set_trainable(model, cfg["trainable"])
+    if cfg.get("gradient_checkpointing"):
+        # non-reentrant, with input grads: frozen embeddings (LoRA, stage 1) would otherwise cut the graph
+        model.activation_checkpointing_enable()
     if cfg.get("finetune", "full") == "lora":
         model = apply_lora(model, cfg["lora"], seed)
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
-    global_batch = cfg["batch_size"] * cfg.get("grad_accum", 1)
+    _trainable_in_float32(model, autocast=bool(cfg.get("bf16")))
+    grad_accum = grad_accum_steps(cfg)
+    global_batch = cfg["batch_size"] * grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
     steps = max(1, math.ceil(len(dataset) / global_batch) * cfg["epochs"])
     n_checkpoints = cfg.get("checkpoints", 0)
     save_steps = max(1, math.ceil(steps / n_checkpoints)) if n_checkpoints else max(1, cfg.get("save_steps", steps))
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         per_device_train_batch_size=cfg["batch_size"],
-        gradient_accumulation_steps=cfg.get("grad_accum", 1),
+        gradient_accumulation_steps=grad_accum,
         num_train_epochs=cfg["epochs"],
         learning_rate=cfg["lr"],
         lr_scheduler_type=cfg.get("scheduler", "cosine"),
@@ -153,15 +204,20 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         bf16=cfg.get("bf16", False),
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=cfg.get("dataloader_workers", 0),
+        # under torchrun (DDP), a text-only batch leaves the projector without gradients: let DDP look for unused
+        # parameters (fine with non-reentrant checkpointing) instead of failing on the next step
+        ddp_find_unused_parameters=cfg.get("ddp_find_unused_parameters", True),
         remove_unused_columns=False,
         report_to=[],
         disable_tqdm=False,
     )
     trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
-                      data_collator=Collator(tokenizer.pad_token_id, images),
-                      optimizers=(_optimizer(model, cfg), None))
-    last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))
+                          data_collator=Collator(tokenizer.pad_token_id, images),
+                          optimizers=(_optimizer(model, cfg), None), callbacks=callbacks)
+    # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
+    with args.main_process_first(desc="checkpoint check"):
+        last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))
     if last:
         log.info("resuming from %s", last)
     if last and cfg.get("finetune", "full") != "lora":

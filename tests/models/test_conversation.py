@@ -49,3 +49,20 @@ def test_truncation_counts_fully_masked(tokenizer):
     tmpl = VicunaV1(tokenizer, image_seq_length=2, system="A chat.", max_length=12)
     enc = tmpl.encode([{"from": "human", "value": "What digit is at the top? " * 3}, {"from": "gpt", "value": "7"}])
     assert enc.truncated and enc.supervised == 0
+
+
+def test_chat_template_renders_the_same_ids(tokenizer):
+    """The template saved with a model's processor: rendered and tokenised whole, it gives encode's ids (one
+    image token per image here; the processor expands it); this tokenizer adds no <s> itself, so it renders it."""
+    tmpl = VicunaV1(tokenizer, image_seq_length=1, system="A chat.")
+    messages = [{"role": "user" if turn["from"] == "human" else "assistant", "content": turn["value"]}
+                for turn in CONV]
+    tokenizer.chat_template = tmpl.chat_template()
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert text == "<s>A chat. USER: <image>\nWhat digit is at the top? ASSISTANT: 7</s>USER: Is there a 3 in the " \
+                   "image? ASSISTANT: No</s>"
+    assert tokenizer(text)["input_ids"] == tmpl.encode(CONV).input_ids
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert tokenizer(prompt)["input_ids"] == tmpl.prompt("What digit is at the top?", with_image=True)
+    system = [{"role": "system", "content": "Be brief."}] + messages[:1]
+    assert tokenizer.apply_chat_template(system, tokenize=False).startswith("<s>Be brief. USER: <image>\n")

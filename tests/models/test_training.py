@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,161 @@ def test_lora_initialisation_does_not_depend_on_the_random_state(base):
         model = apply_lora(load_model(base / "model")[0], lora, seed=0)
         adapters.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
     assert adapters[0] and all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfterFirstCheckpoint:
+    """A TrainerCallback that kills the run right after its first checkpoint is written."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+    def on_save(self, args, state, control, **kwargs):
+        raise _Interrupt(f"interrupted after step {state.global_step}")
+
+
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+@pytest.mark.parametrize("mode", ["lora", "full", "lora-recipe-bf16", "full-bf16"])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, request, tiny_data, tiny_config, caplog, monkeypatch,
+                                                     mode):
+    """Killed right after its first checkpoint, a rerun resumes there and ends on the uninterrupted run's weights:
+    the tiny built model (full, LoRA) and an assembled one stored in bfloat16 (LLaVA's LoRA recipe; full)."""
+    from selectbench.training import train as train_module
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if mode.endswith("bf16"):
+        base = request.getfixturevalue("pretrained_base")
+        cfg = {"pretrained": {"dtype": "bfloat16"}, "template": {"system": "A chat."},
+               "finetune": {**{k: v for k, v in RECIPE.items() if k != "save_steps"}, "checkpoints": 3}}
+        if mode == "full-bf16":
+            cfg["finetune"].update({"finetune": "full", "lr": 1e-3})
+    else:
+        base = request.getfixturevalue("base")
+        cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
+        cfg["finetune"].update({"finetune": mode, "checkpoints": 3, "lr": 1e-2, "batch_size": 8})
+        if mode == "lora":
+            cfg["finetune"].update({"lora": LORA, "projector_lr": 3e-3})
+    rows = list(range(48))  # 6 steps of 8 examples, a checkpoint every 2
+    finetune(tiny_data, base, rows, cfg, 0, tmp_path / "straight", 1)
+
+    real = train_module.train
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "train",
+                      lambda *args, **kwargs: real(*args, **kwargs, callbacks=[_StopAfterFirstCheckpoint()]))
+        with pytest.raises(_Interrupt):
+            finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "resumed")] == ["checkpoint-2"]
+    assert not (tmp_path / "resumed" / "model").exists()
+    with caplog.at_level("INFO"):
+        finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
+    assert any("resuming from" in r.message and "checkpoint-2" in r.message for r in caplog.records)
+    straight, resumed = _weights(tmp_path / "straight" / "model"), _weights(tmp_path / "resumed" / "model")
+    assert set(straight) == set(resumed)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), \
+        [k for k in straight if not torch.equal(straight[k], resumed[k])][:5]
+
+
+def test_all_linear_lora_wraps_every_language_model_linear_and_nothing_else(vicuna_dir, clip_dir, projector_file):
+    from selectbench.models.assemble import assemble_llava
+    from selectbench.training.train import apply_lora, lora_targets
+    from tests.models.conftest import pretrained_cfg
+
+    model, _, _ = assemble_llava(pretrained_cfg(vicuna_dir, clip_dir, projector_file))
+    assert lora_targets(model, "all-linear") == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+                                                 "v_proj"]  # CLIP's q/k/v/out_proj, fc1/2 and lm_head are left out
+    with pytest.raises(ValueError, match="target_modules"):
+        lora_targets(model, "q_proj")
+    wrapped = {name for name, module in apply_lora(model, LORA).named_modules() if hasattr(module, "lora_A")}
+    layers = model.config.text_config.num_hidden_layers
+    assert len(wrapped) == 7 * layers and all(".language_model.layers." in name for name in wrapped)
+    model, _, _ = assemble_llava(pretrained_cfg(vicuna_dir, clip_dir, projector_file))
+    peft = apply_lora(model, {**LORA, "target_modules": ["q_proj", "v_proj"]})
+    wrapped = {name.rsplit(".", 1)[-1] for name, module in peft.named_modules() if hasattr(module, "lora_A")}
+    assert wrapped == {"q_proj", "v_proj"}
+    trainable = {name for name, param in peft.named_parameters() if param.requires_grad}
+    assert trainable and all("lora_" in name or "multi_modal_projector.modules_to_save" in name for name in trainable)
+
+
+def test_global_batch_sets_gradient_accumulation_per_process(monkeypatch):
+    from selectbench.training.train import grad_accum_steps
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert grad_accum_steps({"batch_size": 16, "global_batch": 128}) == 8
+    assert grad_accum_steps({"batch_size": 16, "grad_accum": 3}) == 3
+    monkeypatch.setenv("WORLD_SIZE", "8")  # torchrun / accelerate on 8 GPUs
+    assert grad_accum_steps({"batch_size": 16, "global_batch": 128}) == 1
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="not a multiple"):
+        grad_accum_steps({"batch_size": 16, "global_batch": 128})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="contradicts"):
+        grad_accum_steps({"batch_size": 16, "global_batch": 128, "grad_accum": 2})
+
+
+@pytest.fixture(scope="module")
+def pretrained_base(tmp_path_factory, tiny_data, vicuna_dir, clip_dir, projector_file):
+    from tests.models.conftest import pretrained_cfg
+
+    out = tmp_path_factory.mktemp("pretrained_base")
+    cfg = {"pretrained": pretrained_cfg(vicuna_dir, clip_dir, projector_file, dtype="bfloat16"),
+           "template": {"system": "A chat."}}
+    train_base(tiny_data, None, cfg, 0, out, 1)
+    return out
+
+
+RECIPE = {"finetune": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": "all-linear"},
+          "trainable": ["projector", "language_model"], "projector_lr": 2e-3, "lr": 1e-2, "epochs": 1,
+          "batch_size": 4, "global_batch": 8, "warmup_ratio": 0.03, "weight_decay": 0.0, "scheduler": "cosine",
+          "bf16": True, "gradient_checkpointing": True, "group_by_length": True, "save_steps": 2}
+
+
+def test_llava_lora_recipe_on_an_assembled_model(tmp_path, pretrained_base, tiny_data, monkeypatch):
+    from safetensors import safe_open
+    from transformers import AutoProcessor
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = {"pretrained": {"dtype": "bfloat16"}, "template": {"system": "A chat."}, "finetune": RECIPE}
+    summary = finetune(tiny_data, pretrained_base, list(range(32)), cfg, 0, tmp_path, 1)
+    assert summary["steps"] == 4 and np.isfinite(summary["train_loss"])  # 32 examples / global batch 8
+    before, after = _weights(pretrained_base / "model"), _weights(tmp_path / "model")
+    assert set(before) == set(after)  # LoRA merged before publishing
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    linear = {k for k in before if k.startswith("model.language_model.layers.") and k.endswith("proj.weight")}
+    assert linear and linear <= changed  # every linear of the LLM (attention and MLP) moved
+    assert {k for k in changed if k.startswith("model.multi_modal_projector.")}
+    assert not changed - linear - {k for k in before if k.startswith("model.multi_modal_projector.")}
+    with safe_open(tmp_path / "model" / "model.safetensors", "pt") as stored:  # stored as configured
+        assert {stored.get_slice(k).get_dtype() for k in stored.keys()} == {"BF16"}
+    processor = AutoProcessor.from_pretrained(tmp_path / "model")
+    assert "USER: " in processor.chat_template and processor.tokenizer.chat_template == processor.chat_template
+
+
+def test_gradient_checkpointing_does_not_change_lora_training(tmp_path, pretrained_base, tiny_data, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = {"template": {"system": "A chat."},
+           "finetune": {**RECIPE, "bf16": False, "lora": {**RECIPE["lora"], "dropout": 0.0}}}
+    weights = []
+    for checkpointing in (True, False):
+        cfg["finetune"]["gradient_checkpointing"] = checkpointing
+        finetune(tiny_data, pretrained_base, list(range(16)), cfg, 0, tmp_path / str(checkpointing), 1)
+        weights.append(_weights(tmp_path / str(checkpointing) / "model"))
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], v) for k, v in _weights(pretrained_base / "model").items())
+
+
+def test_checkpoints_of_an_assembled_model_load_with_their_processors(tmp_path, pretrained_base, tiny_data):
+    from selectbench.models.build import load_checkpoint
+
+    cfg = {"pretrained": {"dtype": "bfloat16"}, "template": {"system": "A chat."},
+           "finetune": {"finetune": "full", "trainable": ["projector", "language_model"], "lr": 1e-3, "epochs": 1,
+                        "batch_size": 8, "checkpoints": 2}}
+    finetune(tiny_data, pretrained_base, list(range(16)), cfg, 0, tmp_path, 1)
+    model, tokenizer, processor = load_checkpoint(checkpoint_dirs(tmp_path)[-1])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.config.image_token_index == tokenizer.convert_tokens_to_ids("<image>")
+    assert processor.do_pad  # the run's published image processor (LLaVA's pad-to-square)
