@@ -12,10 +12,42 @@ from selectbench.selection.registry import Instance, discover, expand, reference
 # bin folder goes first on PATH, so a virtual environment works unactivated); with it, the rule's conda env.
 shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
 METHODS_DIR = str(Path(workflow.basedir) / "methods")
+# With --use-conda every job runs in this env (relative to rules/): the CPU one, or envs/paper.yaml at scale.
+CONDA_ENV = config.get("conda_env", "../envs/selectbench.yaml")
 AVAILABLE = discover(METHODS_DIR)
 REFERENCE = reference_method(AVAILABLE)
 INSTANCES = {i.label: i for i in expand(config["methods"], AVAILABLE)}
 INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))
+def _check_benchmarks():
+    """Benchmarks must suit the evaluation backend; judge-scored lmms-eval tasks need a judge. Checked when the
+    DAG is planned, so a bad setting stops the run before any model is trained."""
+    from selectbench.evaluation.benchmarks import REGISTRY
+
+    backend = config["evaluation"].get("backend", "builtin")
+    for name, ds in config["datasets"].items():
+        where = f"datasets.{name}.benchmarks"
+        if backend == "builtin":
+            wrong = [b for b in ds["benchmarks"] if b not in REGISTRY]
+            if wrong:
+                raise ValueError(f"{where}: {wrong} are lmms-eval tasks; the built-in evaluator has {sorted(REGISTRY)}"
+                                 " (or set evaluation.backend: lmms_eval)")
+        else:
+            from selectbench.evaluation import lmms
+
+            lmms_cfg = lmms.LmmsConfig.from_dict(config["evaluation"].get("lmms_eval"))
+            try:
+                lmms.check_tasks(ds["benchmarks"], lmms_cfg)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+            judge = lmms_cfg.judge
+            if judge and any(lmms.TASKS[t].judge for t in ds["benchmarks"]):
+                try:
+                    judge.env()
+                except ValueError as err:  # the jobs, not the planner, need the key: warn, do not stop a dry run
+                    sys.stderr.write(f"warning: {name}: {err}\n")
+
+
+_check_benchmarks()
 # Instances that select with evaluation-task data (e.g. gradient target=validation): marked in the tables.
 TASK_AWARE = sorted(label for label, inst in INSTANCES.items()
                     if AVAILABLE[inst.method].task_aware(inst.param_dict))

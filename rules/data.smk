@@ -6,7 +6,7 @@ rule prepare_data:
     resources:
         **rule_resources("prepare_data"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/prepare_data.log",
     benchmark:

@@ -19,7 +19,7 @@ rule evaluate:
     resources:
         **rule_resources("evaluate"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/evaluate_{instance}_r{ratio}_s{seed}.log",
     benchmark:

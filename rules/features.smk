@@ -14,7 +14,7 @@ rule feature_shard:
     resources:
         **rule_resources("feature_shard"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/feature_{feature}_{spec}_shard{shard}-of-{shards}.log",
     benchmark:
@@ -36,7 +36,7 @@ rule feature_gather:
     resources:
         **rule_resources("feature_gather"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/feature_{feature}_{spec}_gather.log",
     benchmark:

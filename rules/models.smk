@@ -8,7 +8,7 @@ rule tokenizer:
     resources:
         **rule_resources("tokenizer"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/tokenizer.log",
     benchmark:
@@ -34,7 +34,7 @@ rule base_model:
     resources:
         **rule_resources("base_model"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/base_{role}.log",
     benchmark:
@@ -60,7 +60,7 @@ rule proxy_finetune:
     resources:
         **rule_resources("proxy_finetune"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/proxy_finetune.log",
     benchmark:
@@ -84,7 +84,7 @@ rule clip_model:
     resources:
         **rule_resources("clip_model"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/clip_model.log",
     benchmark:
@@ -111,7 +111,7 @@ rule gradient_warmup:
     resources:
         **rule_resources("gradient_warmup"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/gradient_warmup.log",
     benchmark:

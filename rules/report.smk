@@ -19,7 +19,7 @@ rule report:
     resources:
         **rule_resources("report"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/report.log",
     benchmark:

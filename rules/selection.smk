@@ -13,7 +13,7 @@ rule score:
     resources:
         **rule_resources("score"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/score_{instance}.log",
     benchmark:
@@ -37,7 +37,7 @@ rule select:
     resources:
         **rule_resources("select"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/select_{instance}_r{ratio}_s{seed}.log",
     benchmark:
@@ -58,7 +58,7 @@ rule export_subset:
     resources:
         **rule_resources("export_subset"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/export_subset_{instance}_r{ratio}_s{seed}.log",
     benchmark:

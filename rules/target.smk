@@ -16,7 +16,7 @@ rule train_target:
     resources:
         **rule_resources("train_target"),
     conda:
-        "../envs/selectbench.yaml"
+        CONDA_ENV
     log:
         "results/logs/{dataset}/train_target_{instance}_r{ratio}_s{seed}.log",
     benchmark:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import metadata
 
 PACKAGES = ("selectbench", "torch", "transformers", "tokenizers", "peft", "accelerate", "numpy", "scikit-learn",
-            "faiss-cpu", "snakemake", "pillow")
+            "faiss-cpu", "snakemake", "pillow", "lmms-eval")
 
 
 @lru_cache(maxsize=1)

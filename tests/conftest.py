@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,14 @@ def tiny_data(tmp_path_factory, tiny_config):
     out = tmp_path_factory.mktemp("data") / "digits"
     prepare(tiny_config["datasets"]["digits"], out)
     return DataDir(out)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A skipped test is a test that did not run: the suite fails on skips (tests/setup installs what every test
+    needs), unless SELECTBENCH_ALLOW_SKIP=1 is set for a partial environment."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and exitstatus == 0 and os.environ.get("SELECTBENCH_ALLOW_SKIP") != "1":
+        reporter.write_line(f"{len(skipped)} test(s) skipped: run tests/setup, or set SELECTBENCH_ALLOW_SKIP=1",
+                            red=True)
+        session.exitstatus = 1

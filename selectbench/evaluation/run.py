@@ -17,7 +17,9 @@ from selectbench.models.stages import make_template
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("dataset", "method", "ratio", "seed", "benchmark", "metric", "value")
+COLUMNS = ("dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol")
+# the protocol column says how a number was obtained; lmms-eval rows name the harness version and the split
+BUILTIN_PROTOCOL = "selectbench built-in evaluator, embedded sets"
 
 
 def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg: dict, key: dict,
@@ -41,9 +43,15 @@ def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg
             outputs = loglikelihoods(model, tokenizer, template, images, requests, batch_size, name)
         log.info("%s: %d requests in %.1f s", name, len(requests), time.time() - start)
         for r in bench.score(items, outputs):
-            rows.append({**key, "benchmark": name, "metric": r.metric, "value": round(r.value, 4)})
+            rows.append({**key, "benchmark": name, "metric": r.metric, "value": round(r.value, 4),
+                         "protocol": BUILTIN_PROTOCOL})
         predictions[name] = [{"id": q["id"], "output": o} for q, o in zip(requests, outputs)]
-    out_csv = Path(out_csv)
+    write_outputs(rows, predictions, Path(out_csv), Path(predictions_out))
+    return rows
+
+
+def write_outputs(rows: list[dict], predictions: dict, out_csv: Path, predictions_out: Path) -> None:
+    """Predictions JSON, then the COLUMNS rows CSV (through a temporary file: a half-written CSV never looks done)."""
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     Path(predictions_out).write_text(json.dumps(predictions))
     tmp = out_csv.with_suffix(".tmp")
@@ -52,4 +60,3 @@ def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg
         writer.writeheader()
         writer.writerows(rows)
     tmp.rename(out_csv)
-    return rows

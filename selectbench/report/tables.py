@@ -19,6 +19,7 @@ def read_rows(paths: list[Path]) -> list[dict]:
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
                 row["ratio"], row["seed"], row["value"] = float(row["ratio"]), int(row["seed"]), float(row["value"])
+                row["protocol"] = row.get("protocol") or ""
                 rows.append(row)
     if not rows:
         raise ValueError("no evaluation rows to aggregate")
@@ -30,19 +31,44 @@ def write_long(rows: list[dict], out: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in sorted(rows, key=lambda r: (r["method"], r["ratio"], r["seed"], r["benchmark"], r["metric"])):
-            writer.writerow({k: row[k] for k in COLUMNS})
+            writer.writerow({k: row.get(k, "") for k in COLUMNS})
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean(values), (stdev(values) if len(values) > 1 else None)
 
 
+def protocols(rows: list[dict], benchmarks: list[str]) -> dict[str, str]:
+    """The protocol of each benchmark's rows (run.COLUMNS "protocol"): numbers obtained under different protocols
+    never share a column, so a benchmark with rows under two of them is an error."""
+    out = {}
+    for b in benchmarks:
+        found = {r.get("protocol") or "" for r in rows if r["benchmark"] == b}
+        if len(found) > 1:
+            raise ValueError(f"{b}: rows under different protocols {sorted(found)} cannot share a column")
+        out[b] = found.pop() if found else ""
+    return out
+
+
+def spec(benchmark: str, protocol: str = ""):
+    """Primary metric, chance text and chance_level of a benchmark: an lmms-eval task (lmms.TASKS) when its rows
+    came from lmms-eval, else the embedded benchmark (benchmarks.REGISTRY)."""
+    from selectbench.evaluation.lmms import TASKS
+
+    if protocol.startswith("lmms-eval") or benchmark not in REGISTRY:
+        if benchmark not in TASKS:
+            raise ValueError(f"{benchmark}: neither an embedded benchmark nor a known lmms-eval task")
+        return TASKS[benchmark]
+    return REGISTRY[benchmark]
+
+
 def at_chance(rows: list[dict], reference: str, benchmarks: list[str], margin: float) -> dict[str, str]:
     """Benchmarks on which the full-data reference is within `margin` points of chance (its benchmark's
     chance_level metric), with the reason: relative to a model that learned nothing, a subset's score is noise."""
     out = {}
+    proto = protocols(rows, benchmarks)
     for b in benchmarks:
-        level = REGISTRY[b].chance_level
+        level = spec(b, proto[b]).chance_level
         if level is None:
             continue
         metric, chance = level
@@ -58,7 +84,8 @@ def summarise(rows: list[dict], reference: str, benchmarks: list[str], chance_ma
     = mean over benchmarks of 100 × subset / full (full = the reference method's mean over its seeds).
     With chance_margin, benchmarks the reference did not learn (see at_chance) are left out of Rel. % and
     the entry says so."""
-    primary = {b: REGISTRY[b].primary for b in benchmarks}
+    proto = protocols(rows, benchmarks)
+    primary = {b: spec(b, proto[b]).primary for b in benchmarks}
     by_key: dict[tuple, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r["benchmark"] in primary and r["metric"] == primary[r["benchmark"]]:
@@ -72,7 +99,7 @@ def summarise(rows: list[dict], reference: str, benchmarks: list[str], chance_ma
     zero = [b for b in relative_over if full[b] == 0]
     summary = []
     for (method, ratio), seeds in sorted(by_key.items(), key=lambda kv: (kv[0][0] != reference, kv[0])):
-        entry = {"method": method, "ratio": ratio, "seeds": sorted(seeds), "benchmarks": {}}
+        entry = {"method": method, "ratio": ratio, "seeds": sorted(seeds), "benchmarks": {}, "protocols": proto}
         rels = []
         for seed, values in seeds.items():
             missing = [b for b in benchmarks if b not in values]
@@ -105,9 +132,10 @@ TASK_AWARE_NOTE = "task-aware: uses evaluation-task validation examples (not a t
 def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, published: dict | None = None,
                 task_aware: Collection[str] = ()) -> str:
     """task_aware: method labels whose selection used evaluation-task data; marked † with a footnote."""
-    head = ["method", "ratio", "seeds"] + [f"{b} ({REGISTRY[b].primary})" for b in benchmarks] + ["Rel. %"]
+    proto = _protocols(summary, benchmarks)
+    head = ["method", "ratio", "seeds"] + [f"{b} ({spec(b, proto[b]).primary})" for b in benchmarks] + ["Rel. %"]
     if published:
-        head.append("published Rel. %")
+        head.append("published Rel. % (paper's protocol)")
     lines = [f"### {dataset}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
         cells = [e["method"] + (" †" if e["method"] in task_aware else ""), f"{e['ratio']:g}", str(len(e["seeds"]))]
@@ -127,7 +155,11 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
                   + "): their columns are shown but are noise."]
     lines += ["", "Values: mean ± std over seeds, on each benchmark's own scale (percent). Rel. % = mean over "
               "benchmarks of 100 × subset / full data. Chance levels: "
-              + "; ".join(f"{b}: {REGISTRY[b].chance}" for b in benchmarks) + "."]
+              + "; ".join(f"{b}: {spec(b, proto[b]).chance or 'n/a'}" for b in benchmarks) + "."]
+    lines += ["", "**Protocol** — " + protocol_text(proto)]
+    if published:
+        lines += ["", ("Published Rel. % is the paper's, under its own protocol (LLaVA's evaluation scripts, VQAv2 "
+                       "test-dev, MMBench test); it is shown beside, never mixed into, the numbers measured here.")]
     return "\n".join(lines) + "\n"
 
 
@@ -142,12 +174,30 @@ def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_awar
         cells += [_fmt(e["benchmarks"][b], tex=True) for b in benchmarks] + [_fmt(e["relative"], tex=True)]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
+    text = protocol_text(_protocols(summary, benchmarks))
+    for old, new in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#"),
+                     ("$", "\\$")):
+        text = text.replace(old, new)
+    lines.append(f"\\par{{\\footnotesize Protocol: {text}}}")
     if any(e["method"] in task_aware for e in summary):
         lines.append(f"\\par{{\\footnotesize $^\\dagger${TASK_AWARE_NOTE}.}}")
     excluded = sorted({x for e in summary for x in e.get("relative_excluded", [])})
     if excluded:
         lines.append("% Rel. leaves out benchmarks the full-data model did not learn: " + "; ".join(excluded))
     return "\n".join(lines) + "\n"
+
+
+def _protocols(summary: list[dict], benchmarks: list[str]) -> dict[str, str]:
+    proto = summary[0].get("protocols", {}) if summary else {}
+    return {b: proto.get(b, "") for b in benchmarks}
+
+
+def protocol_text(proto: dict[str, str]) -> str:
+    """One line naming how the numbers of each column were obtained (grouped when several share a protocol)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for b, p in proto.items():
+        groups[p or "not recorded (rows without a protocol column)"].append(b)
+    return "; ".join(f"{', '.join(bs)}: {p}" for p, bs in groups.items()) + "."
 
 
 def read_published(path: Path, dataset: str) -> dict[tuple[str, float], float]:

@@ -53,7 +53,7 @@ def test_every_stage_produced_output(finished_run):
 def test_long_table_has_every_run_benchmark_and_metric(finished_run):
     with open(finished_run / "results/tables/digits.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value"]
+    assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol"]
     runs = {(r["method"], float(r["ratio"]), int(r["seed"])) for r in rows}
     methods = list(load_config(TINY)["methods"])
     assert runs == {("full", 1.0, 0)} | {(m, 0.5, 0) for m in methods}

@@ -89,3 +89,24 @@ def test_slurm_profile_is_safe_to_rerun():
     assert profile["retries"] >= 1
     default = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     assert "executor" not in default and "configfile" not in default, "the workflow profile must stay local"
+
+
+def _dry_run(tmp_path, override: dict) -> subprocess.CompletedProcess:
+    extra = tmp_path / "override.yaml"
+    extra.write_text(yaml.safe_dump(override))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "all", "--profile", "slurm",
+                           "--configfile", "config/paper.yaml", str(extra), "--directory", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_judge_scored_tasks_without_a_judge_are_refused_before_anything_runs(tmp_path):
+    run = _dry_run(tmp_path, {"evaluation": {"lmms_eval": {"judge": None}}})
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "is scored by an LLM judge" in out and "evaluation.lmms_eval.judge is not set" in out
+
+
+def test_builtin_evaluator_refuses_lmms_task_names(tmp_path):
+    run = _dry_run(tmp_path, {"evaluation": {"backend": "builtin"}})
+    assert run.returncode != 0
+    assert "are lmms-eval tasks" in run.stdout + run.stderr

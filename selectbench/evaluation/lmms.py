@@ -1,0 +1,391 @@
+"""Paper-scale evaluation through lmms-eval: refuse what would silently corrupt numbers, build and run the
+lmms-eval command, then read lmms-eval's own results and samples files into the same long-format rows as the
+built-in evaluator (values in percent), each labelled with its protocol.
+
+Failures lmms-eval does not report are checked here: judge-scored tasks without a judge (mmvet scores every
+answer 0, mmbench picks random letters for answers its rules cannot parse), a run that exits 0 without a results
+file (the CLI does so when the model fails to load), and empty answers (llava_hf returns "" when generation
+fails, scored as wrong), counted from the logged samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSION = "0.7.3"
+RESULTS_SUFFIX = "_results.json"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """An lmms-eval leaf task: metrics read from results[task]["<metric>,none"] with the factor that puts them in
+    percent (100 for 0–1 metrics, 1 for 0–100 ones), the primary metric, and the protocol its numbers follow."""
+
+    name: str
+    metrics: dict[str, float]
+    primary: str
+    protocol: str
+    judge: bool = False        # scored by an LLM judge (OpenAI-compatible API)
+    generates: bool = True     # generate_until: empty answers are counted
+    hub: bool = True           # dataset from the Hugging Face Hub (token: True in its YAML)
+    chance: str = ""
+    chance_level: tuple[str, float] | None = None
+    alternative: str = ""      # what to run instead when no judge is configured
+
+
+_PCT = 100.0
+TASKS: dict[str, TaskSpec] = {s.name: s for s in (
+    # pope_yes_ratio is left out: lmms-eval 0.7.3 computes it from the ground truth, not from the answers
+    TaskSpec("pope", {"pope_accuracy": _PCT, "pope_f1_score": _PCT, "pope_precision": _PCT, "pope_recall": _PCT},
+             "pope_f1_score", "POPE, adversarial + popular + random pooled; an answer counts only if exactly yes/no",
+             chance="accuracy 50; f1 66.7 for always-yes", chance_level=("pope_accuracy", 50.0)),
+    TaskSpec("textvqa_val", {"exact_match": _PCT}, "exact_match",
+             "TextVQA val, VQA soft accuracy, no OCR tokens in the prompt"),
+    TaskSpec("vqav2_val", {"exact_match": _PCT}, "exact_match",
+             "VQAv2 val (not test-dev), VQA soft accuracy"),
+    TaskSpec("gqa", {"exact_match": _PCT}, "exact_match", "GQA testdev-balanced, exact match"),
+    TaskSpec("mmbench_en_dev", {"gpt_eval_score": 1.0}, "gpt_eval_score",
+             "MMBench-EN dev, CircularEval, unparsed answers matched by the judge", judge=True, chance="0.4 circular",
+             alternative="mmbench_en_dev_static (rule-based answer extraction, no judge)"),
+    TaskSpec("mmbench_cn_dev", {"gpt_eval_score": 1.0}, "gpt_eval_score",
+             "MMBench-CN dev, CircularEval, unparsed answers matched by the judge", judge=True, chance="0.4 circular",
+             alternative="none in lmms-eval 0.7.3 (no static CN variant)"),
+    TaskSpec("mmbench_en_dev_static", {"gpt_eval_score": 1.0}, "gpt_eval_score",
+             "MMBench-EN dev, CircularEval, rule-based answer extraction (no judge; unparsed = wrong)",
+             chance="0.4 circular"),
+    TaskSpec("mmvet", {"gpt_eval_score": 1.0}, "gpt_eval_score",
+             "MM-Vet, lmms-eval's prompt and judge (not LLaVA's scripts)", judge=True,
+             alternative="none (every answer needs the judge)"),
+)}
+
+
+class LmmsEvalError(RuntimeError):
+    """lmms-eval failed, or its output cannot be trusted; the message says why and where to look."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    """An OpenAI-compatible judge for mmvet / mmbench, passed to lmms-eval through its environment variables."""
+
+    model: str
+    api_type: str = "openai"            # openai | azure
+    api_url: str | None = None          # None: the provider's default endpoint
+    api_key_env: str | None = None      # variable holding the key; default OPENAI_API_KEY / AZURE_API_KEY
+
+    def env(self) -> dict[str, str]:
+        if self.api_type not in ("openai", "azure"):
+            raise ValueError(f"evaluation.lmms_eval.judge.api_type {self.api_type!r}: expected openai or azure")
+        key_var = self.api_key_env or ("OPENAI_API_KEY" if self.api_type == "openai" else "AZURE_API_KEY")
+        key = os.environ.get(key_var, "")
+        if not key:
+            raise ValueError(f"evaluation.lmms_eval.judge: the environment variable {key_var} (api_key_env) is not "
+                             "set; without a key lmms-eval's judge fails silently and scores answers wrong")
+        env = {"API_TYPE": self.api_type, "MODEL_VERSION": self.model}
+        if self.api_type == "openai":
+            env["OPENAI_API_KEY"] = key
+            if self.api_url:
+                env["OPENAI_API_URL"] = self.api_url
+        else:
+            env["AZURE_API_KEY"] = key
+            if self.api_url:
+                env["AZURE_ENDPOINT"] = self.api_url
+        return env
+
+
+@dataclass(frozen=True)
+class LmmsConfig:
+    """The evaluation.lmms_eval block of the config."""
+
+    model: str = "llava_hf"
+    model_args: dict = field(default_factory=dict)     # besides pretrained (the model directory)
+    judge: Judge | None = None
+    max_empty_fraction: float = 0.02
+    offline: bool = True                                # HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE
+    include_path: str | None = None                     # extra task folder (--include_path)
+    timeout_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, cfg: dict | None) -> LmmsConfig:
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"evaluation.lmms_eval: unknown keys {unknown} (known: {sorted(known)})")
+        judge = cfg.get("judge")
+        if judge is not None:
+            if not isinstance(judge, dict) or "model" not in judge:
+                raise ValueError("evaluation.lmms_eval.judge: expected a mapping with at least model "
+                                 "(e.g. {model: gpt-4o-2024-11-20, api_type: openai, api_key_env: OPENAI_API_KEY})")
+            judge_keys = {f.name for f in fields(Judge)}
+            if set(judge) - judge_keys:
+                raise ValueError(f"evaluation.lmms_eval.judge: unknown keys {sorted(set(judge) - judge_keys)}")
+            cfg["judge"] = Judge(**judge)
+        out = cls(**cfg)
+        if not 0 <= out.max_empty_fraction < 1:
+            raise ValueError(f"evaluation.lmms_eval.max_empty_fraction {out.max_empty_fraction}: expected [0, 1)")
+        return out
+
+
+def installed_version() -> str:
+    try:
+        version = metadata.version("lmms-eval")
+    except metadata.PackageNotFoundError:
+        raise LmmsEvalError(f"lmms-eval is not installed (pin: lmms-eval=={PINNED_VERSION})") from None
+    if version != PINNED_VERSION:
+        log.warning("lmms-eval %s is installed, the suite pins %s: rows are labelled %s", version, PINNED_VERSION,
+                    version)
+    return version
+
+
+def protocol(spec: TaskSpec, version: str, judge: Judge | None = None) -> str:
+    """Label of a task's numbers, e.g. "lmms-eval 0.7.3: VQAv2 val (not test-dev), VQA soft accuracy"."""
+    text = f"lmms-eval {version}: {spec.protocol}"
+    return text + (f"; judge {judge.model}" if spec.judge and judge else "")
+
+
+def check_tasks(tasks: list[str], cfg: LmmsConfig, specs: dict[str, TaskSpec] = TASKS) -> None:
+    """Refuse unknown tasks and judge-scored tasks without a judge (lmms-eval would score them silently wrong)."""
+    if not tasks:
+        raise ValueError("no lmms-eval tasks to run")
+    unknown = [t for t in tasks if t not in specs]
+    if unknown:
+        raise ValueError(f"lmms-eval tasks {unknown} are not supported (known: {sorted(specs)})")
+    if cfg.judge is None:
+        for t in tasks:
+            if specs[t].judge:
+                raise ValueError(
+                    f"{t} is scored by an LLM judge and evaluation.lmms_eval.judge is not set: without one lmms-eval "
+                    "scores MM-Vet answers 0 and picks random letters for MMBench answers its rules cannot parse, "
+                    f"with no error. Configure a judge, or drop {t}; alternative: {specs[t].alternative}")
+    elif cfg.judge.api_url and cfg.judge.api_type == "openai":
+        judged = {t for t in tasks if specs[t].judge}
+        if "mmvet" in judged and judged - {"mmvet"}:
+            raise ValueError(
+                f"tasks {sorted(judged)} with judge.api_url: lmms-eval 0.7.3 reads OPENAI_API_URL as the API base for "
+                "mmvet but as the full chat/completions URL for mmbench; evaluate mmvet in a separate run")
+
+
+def check_model_dir(model_dir: Path, cfg: LmmsConfig) -> None:
+    """llava_hf needs the processor and a chat template saved with the model; without the template it falls back
+    to its own Vicuna template (another system prompt) without a word."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir}: no config.json (not a saved model)")
+    if cfg.model != "llava_hf":
+        return
+    if not any((model_dir / f).exists() for f in ("processor_config.json", "preprocessor_config.json")):
+        raise FileNotFoundError(f"{model_dir}: no processor saved with the model (llava_hf loads AutoProcessor)")
+    has_template = any((model_dir / f).exists() for f in ("chat_template.jinja", "chat_template.json"))
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = model_dir / name
+        if path.exists() and json.loads(path.read_text()).get("chat_template"):
+            has_template = True
+    if not has_template:
+        raise FileNotFoundError(f"{model_dir}: no chat template saved with the processor; llava_hf would fall back "
+                                "to its own Vicuna prompt. Save VicunaV1.chat_template() with the processor")
+
+
+def model_args(model_dir: Path, cfg: LmmsConfig) -> str:
+    """lmms-eval's key=value,key=value string: pretrained first, then the configured arguments. The suite adds
+    no device (llava_hf defaults to cuda; a CPU run configures device: cpu, device_map: cpu)."""
+    reserved = {"pretrained": "the model directory is passed by the suite",
+                "batch_size": "the suite passes --batch_size 1 (llava_hf supports no other)"}
+    parts = [f"pretrained={Path(model_dir).resolve()}"]
+    for key, value in sorted(cfg.model_args.items()):
+        if key in reserved:
+            raise ValueError(f"evaluation.lmms_eval.model_args.{key}: {reserved[key]}")
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if any(c in text for c in ",="):
+            raise ValueError(f"evaluation.lmms_eval.model_args.{key}={text!r}: lmms-eval splits model_args on ',' "
+                             "and '='")
+        parts.append(f"{key}={text}")
+    if any(c in parts[0][len("pretrained="):] for c in ",="):
+        raise ValueError(f"{model_dir}: a model path with ',' or '=' cannot be passed in lmms-eval's model_args")
+    return ",".join(parts)
+
+
+def build_command(model_dir: Path, tasks: list[str], cfg: LmmsConfig, output_dir: Path) -> list[str]:
+    """The lmms-eval command line. It runs lmms-eval's own CLI through selectbench.evaluation.lmms_model, which
+    only adds the "selectbench" model to lmms-eval's registry (for llava_hf it is `python -m lmms_eval`)."""
+    cmd = [sys.executable, "-m", "selectbench.evaluation.lmms_model", "--model", cfg.model,
+           "--model_args", model_args(model_dir, cfg), "--tasks", ",".join(tasks), "--batch_size", "1",
+           "--log_samples", "--output_path", str(output_dir)]
+    if cfg.include_path:
+        cmd += ["--include_path", str(cfg.include_path)]
+    return cmd
+
+
+def run_env(tasks: list[str], cfg: LmmsConfig, specs: dict[str, TaskSpec] = TASKS) -> dict[str, str]:
+    env = dict(os.environ)
+    if cfg.offline:
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if any(specs[t].hub for t in tasks):
+            from huggingface_hub import get_token
+
+            if not get_token():
+                raise ValueError("offline lmms-eval on Hub datasets needs a Hugging Face token (HF_TOKEN or a saved "
+                                 "login; the task YAMLs load with token: True) and a cache filled for lmms-eval "
+                                 f"{PINNED_VERSION}'s datasets; or set evaluation.lmms_eval.offline: false")
+    if cfg.judge is not None and any(specs[t].judge for t in tasks):
+        env.update(cfg.judge.env())
+    return env
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float | None = None) -> None:
+    """Run lmms-eval with its output in log_path; a non-zero exit or a timeout is an error."""
+    log.info("running %s (log: %s)", " ".join(cmd), log_path)
+    with open(log_path, "w") as fh:
+        try:
+            proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise LmmsEvalError(f"lmms-eval ran past {timeout_s} s; log {log_path}:\n{_tail(log_path)}") from None
+    if proc.returncode != 0:
+        raise LmmsEvalError(f"lmms-eval exited with {proc.returncode}; log {log_path}:\n{_tail(log_path)}")
+
+
+def find_results(output_dir: Path, log_path: Path | None = None) -> Path:
+    """The one <output_path>/<model name>/<date>_results.json lmms-eval wrote (it exits 0 without one when the model
+    fails to load or a task fails, so a missing file is an error)."""
+    found = sorted(Path(output_dir).glob(f"*/*{RESULTS_SUFFIX}"))
+    where = f"; log {log_path}:\n{_tail(log_path)}" if log_path else ""
+    if not found:
+        raise LmmsEvalError(f"lmms-eval wrote no results file under {output_dir} (it exits 0 even when the model "
+                            f"fails to load or a task fails){where}")
+    if len(found) > 1:
+        raise LmmsEvalError(f"{output_dir}: {len(found)} results files ({[p.name for p in found]}); expected the "
+                            "one of this run")
+    return found[0]
+
+
+def samples_path(results_path: Path, task: str) -> Path:
+    date_id = results_path.name[: -len(RESULTS_SUFFIX)]
+    return results_path.parent / f"{date_id}_samples_{task}.jsonl"
+
+
+def parse_results(results_path: Path, tasks: list[str], specs: dict[str, TaskSpec] = TASKS
+                  ) -> dict[str, dict[str, float]]:
+    """{task: {metric: value in percent}} from lmms-eval's results file; a task or metric that is missing, not a
+    number, or outside 0–100 after scaling is an error naming the file."""
+    data = json.loads(Path(results_path).read_text())
+    results = data.get("results")
+    if not isinstance(results, dict):
+        raise LmmsEvalError(f"{results_path}: no 'results' mapping (not an lmms-eval results file?)")
+    out = {}
+    for task in tasks:
+        if task not in results:
+            raise LmmsEvalError(f"{results_path}: no results for task {task} (has {sorted(results)})")
+        values = {}
+        for metric, factor in specs[task].metrics.items():
+            raw = results[task].get(f"{metric},none")
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+                raise LmmsEvalError(f"{results_path}: {task} metric {metric!r} is {raw!r}, not a number")
+            value = float(raw) * factor
+            if not -1e-9 <= value <= 100 + 1e-9:
+                raise LmmsEvalError(f"{results_path}: {task} {metric} = {raw!r} × {factor:g} = {value:g} is outside "
+                                    "0–100 percent (wrong scale?)")
+            values[metric] = value
+        counts = data.get("n-samples", {}).get(task, {})
+        if counts and counts.get("effective") != counts.get("original"):
+            raise LmmsEvalError(f"{results_path}: {task} was evaluated on {counts.get('effective')} of "
+                                f"{counts.get('original')} documents (a --limit run is not a result)")
+        out[task] = values
+    return out
+
+
+def read_samples(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        raise LmmsEvalError(f"{path}: no logged samples (run lmms-eval with --log_samples)")
+    samples = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                samples.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise LmmsEvalError(f"{path}: line {n} is not JSON ({err})") from None
+    return samples
+
+
+def response(sample: dict):
+    """The answer lmms-eval scored: filtered_resps, unwrapped from its one-element lists."""
+    resp = sample.get("filtered_resps", sample.get("resps"))
+    while isinstance(resp, list) and len(resp) == 1:
+        resp = resp[0]
+    return resp
+
+
+def count_empty(samples: list[dict]) -> int:
+    """Generation answers that are empty or whitespace."""
+    answers = [response(s) for s in samples]
+    return sum(1 for a in answers if a is None or (isinstance(a, str) and not a.strip()))
+
+
+def check_empty(task: str, empty: int, total: int, max_fraction: float, where: str = "") -> None:
+    if total == 0:
+        raise LmmsEvalError(f"{task}: lmms-eval logged no samples{where}")
+    if empty / total > max_fraction:
+        raise LmmsEvalError(f"{task}: {empty} of {total} answers are empty ({100 * empty / total:.1f}%), above "
+                            f"evaluation.lmms_eval.max_empty_fraction {max_fraction:g} (llava_hf returns '' when "
+                            f"generation fails, and an empty answer is scored as wrong){where}")
+
+
+def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, version: str,
+            specs: dict[str, TaskSpec] = TASKS) -> tuple[list[dict], dict]:
+    """Rows (COLUMNS of run.py) and predictions {task: [{id, output}]} from a finished run's files."""
+    values = parse_results(results_path, tasks, specs)
+    rows, predictions = [], {}
+    for task in tasks:
+        spec = specs[task]
+        label = protocol(spec, version, cfg.judge)
+        samples = read_samples(samples_path(results_path, task))
+        for metric, value in values[task].items():
+            rows.append({**key, "benchmark": task, "metric": metric, "value": round(value, 4), "protocol": label})
+        rows.append({**key, "benchmark": task, "metric": "samples", "value": len(samples), "protocol": label})
+        if spec.generates:
+            empty = count_empty(samples)
+            check_empty(task, empty, len(samples), cfg.max_empty_fraction, f" ({samples_path(results_path, task)})")
+            if empty:
+                log.warning("%s: %d of %d answers are empty", task, empty, len(samples))
+            rows.append({**key, "benchmark": task, "metric": "empty_answers", "value": empty, "protocol": label})
+        predictions[task] = [{"id": s.get("doc_id"), "output": response(s)} for s in samples]
+    return rows, predictions
+
+
+def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, out_csv: Path,
+                  predictions_out: Path, specs: dict[str, TaskSpec] = TASKS) -> list[dict]:
+    """Evaluate a saved model with lmms-eval on its leaf tasks → long-format rows in percent (also written to out_csv,
+    with the per-sample answers in predictions_out). lmms-eval's own files stay in <out_csv without .csv>.lmms/.
+    Besides each task's metrics, rows hold its sample count ("samples") and, for generation tasks, the number of
+    empty answers ("empty_answers"): counts, not percent."""
+    from selectbench.evaluation.run import write_outputs
+
+    cfg = LmmsConfig.from_dict(lmms_cfg)
+    check_tasks(tasks, cfg, specs)
+    check_model_dir(Path(model_dir), cfg)
+    version = installed_version()
+    env = run_env(tasks, cfg, specs)
+    output_dir = Path(out_csv).with_suffix(".lmms")
+    if output_dir.exists():
+        shutil.rmtree(output_dir)   # results of an earlier run must not be read as this run's
+    output_dir.mkdir(parents=True)
+    log_path = output_dir / "lmms_eval.log"
+    run(build_command(Path(model_dir), tasks, cfg, output_dir), env, log_path, cfg.timeout_s)
+    rows, predictions = collect(find_results(output_dir, log_path), tasks, cfg, key, version, specs)
+    write_outputs(rows, predictions, Path(out_csv), Path(predictions_out))
+    return rows

@@ -1,0 +1,223 @@
+"""The lmms-eval path without running lmms-eval: command, refusals, results-file parsing, scales, empty answers,
+and lmms-eval rows through the report tables (protocol labels)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from selectbench.evaluation import lmms
+from selectbench.evaluation.lmms import (
+    TASKS,
+    Judge,
+    LmmsConfig,
+    LmmsEvalError,
+    build_command,
+    check_model_dir,
+    check_tasks,
+    collect,
+    evaluate_lmms,
+    find_results,
+    parse_results,
+)
+
+KEY = {"dataset": "llava665k", "method": "random", "ratio": 0.1, "seed": 0}
+
+
+def _results_dir(tmp_path: Path, results: dict, samples: dict[str, list], n_samples: dict | None = None) -> Path:
+    """A run folder in lmms-eval's layout: <output>/<model name>/<date>_results.json and _samples_<task>.jsonl."""
+    folder = tmp_path / "out" / "work__model"
+    folder.mkdir(parents=True)
+    date = "20260101_120000"
+    body = {"results": results, "lmms_eval_version": "unknown@unknown",
+            "n-samples": n_samples or {t: {"original": len(s), "effective": len(s)} for t, s in samples.items()}}
+    (folder / f"{date}_results.json").write_text(json.dumps(body))
+    for task, rows in samples.items():
+        (folder / f"{date}_samples_{task}.jsonl").write_text(
+            "".join(json.dumps({"doc_id": i, "target": "x", "filtered_resps": r}) + "\n" for i, r in enumerate(rows)))
+    return folder / f"{date}_results.json"
+
+
+def test_command_is_lmms_eval_cli_with_batch_1_logged_samples_and_no_device(tmp_path):
+    cfg = LmmsConfig.from_dict({"model_args": {"dtype": "bfloat16", "attn_implementation": "sdpa"}})
+    cmd = build_command(tmp_path / "model", ["pope", "vqav2_val"], cfg, tmp_path / "out")
+    assert cmd[:3] == [sys.executable, "-m", "selectbench.evaluation.lmms_model"]
+    flags = cmd[3:]
+    assert flags[flags.index("--model") + 1] == "llava_hf"
+    assert flags[flags.index("--tasks") + 1] == "pope,vqav2_val"
+    assert flags[flags.index("--batch_size") + 1] == "1"
+    assert flags[flags.index("--output_path") + 1] == str(tmp_path / "out")
+    assert "--log_samples" in flags and "--include_path" not in flags
+    model_args = flags[flags.index("--model_args") + 1]
+    assert model_args == f"pretrained={(tmp_path / 'model').resolve()},attn_implementation=sdpa,dtype=bfloat16"
+    assert "device" not in " ".join(cmd)
+    with_tasks = build_command(tmp_path / "m", ["t"], LmmsConfig(include_path="/tasks"), tmp_path / "o")
+    assert with_tasks[-2:] == ["--include_path", "/tasks"]
+
+
+@pytest.mark.parametrize("args, match", [({"batch_size": 4}, "batch_size 1"),
+                                         ({"pretrained": "x"}, "model directory"), ({"dtype": "a,b"}, "splits")])
+def test_model_args_that_would_break_or_override_the_run_are_refused(tmp_path, args, match):
+    with pytest.raises(ValueError, match=match):
+        build_command(tmp_path, ["pope"], LmmsConfig(model_args=args), tmp_path / "out")
+
+
+def test_config_block_is_validated():
+    cfg = LmmsConfig.from_dict({"judge": {"model": "gpt-4o-2024-11-20"}, "max_empty_fraction": 0.05})
+    assert cfg.judge == Judge(model="gpt-4o-2024-11-20") and cfg.offline and cfg.model == "llava_hf"
+    with pytest.raises(ValueError, match="unknown keys \\['judge_model'\\]"):
+        LmmsConfig.from_dict({"judge_model": "x"})
+    with pytest.raises(ValueError, match="max_empty_fraction"):
+        LmmsConfig.from_dict({"max_empty_fraction": 1.5})
+    with pytest.raises(ValueError, match="at least model"):
+        LmmsConfig.from_dict({"judge": "gpt-4o"})
+
+
+@pytest.mark.parametrize("task, hint", [("mmvet", "none"), ("mmbench_en_dev", "mmbench_en_dev_static"),
+                                        ("mmbench_cn_dev", "no static CN variant")])
+def test_judge_scored_tasks_are_refused_without_a_judge(task, hint):
+    with pytest.raises(ValueError, match="evaluation.lmms_eval.judge is not set") as err:
+        check_tasks(["pope", task], LmmsConfig())
+    assert task in str(err.value) and hint in str(err.value)
+    check_tasks(["pope", "mmbench_en_dev_static", "gqa"], LmmsConfig())  # no judge needed
+    check_tasks(["pope", task], LmmsConfig(judge=Judge(model="gpt-4o-2024-11-20")))
+    with pytest.raises(ValueError, match="not supported"):
+        check_tasks(["vqav2_testdev"], LmmsConfig())
+
+
+def test_judge_needs_its_key_and_one_url_meaning(monkeypatch):
+    judge = Judge(model="gpt-4o-2024-11-20", api_key_env="MY_JUDGE_KEY")
+    monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
+    with pytest.raises(ValueError, match="MY_JUDGE_KEY"):
+        judge.env()
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-test")
+    assert judge.env() == {"API_TYPE": "openai", "MODEL_VERSION": "gpt-4o-2024-11-20", "OPENAI_API_KEY": "sk-test"}
+    with_url = LmmsConfig(judge=Judge(model="m", api_url="http://judge/v1"))
+    with pytest.raises(ValueError, match="separate run"):
+        check_tasks(["mmvet", "mmbench_en_dev"], with_url)
+    check_tasks(["mmvet"], with_url)
+
+
+def test_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmms, "run", lambda *a, **k: pytest.fail("lmms-eval must not run"))
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ValueError, match="mmvet"):
+        evaluate_lmms(tmp_path / "model", ["pope", "mmvet"], {}, KEY, tmp_path / "e.csv", tmp_path / "p.json")
+    assert not (tmp_path / "e.csv").exists()
+
+
+def test_llava_hf_needs_processor_and_chat_template(tmp_path):
+    cfg = LmmsConfig()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        check_model_dir(tmp_path, cfg)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no processor"):
+        check_model_dir(tmp_path, cfg)
+    (tmp_path / "processor_config.json").write_text(json.dumps({"patch_size": 14}))
+    with pytest.raises(FileNotFoundError, match="chat template"):
+        check_model_dir(tmp_path, cfg)
+    (tmp_path / "chat_template.jinja").write_text("{{ messages }}")
+    check_model_dir(tmp_path, cfg)
+
+
+def test_scales_are_normalised_to_percent(tmp_path):
+    results = {"pope": {"pope_accuracy,none": 0.85, "pope_f1_score,none": 0.84, "pope_precision,none": 0.9,
+                        "pope_recall,none": 0.79, "pope_yes_ratio,none": 0.5},
+               "vqav2_val": {"exact_match,none": 0.785, "exact_match_stderr,none": "N/A"},
+               "mmvet": {"gpt_eval_score,none": 31.1}, "mmbench_en_dev": {"gpt_eval_score,none": 64.3}}
+    path = _results_dir(tmp_path, results, {})
+    values = parse_results(path, list(results))
+    assert values["pope"] == pytest.approx({"pope_accuracy": 85.0, "pope_f1_score": 84.0, "pope_precision": 90.0,
+                                            "pope_recall": 79.0})
+    assert values["vqav2_val"] == pytest.approx({"exact_match": 78.5})
+    assert values["mmvet"] == {"gpt_eval_score": 31.1} and values["mmbench_en_dev"] == {"gpt_eval_score": 64.3}
+
+
+@pytest.mark.parametrize("results, match", [
+    ({"gqa": {"exact_match,none": 61.9}}, "outside 0–100"),          # a 0–100 number where 0–1 belongs
+    ({"gqa": {"exact_match,none": "N/A"}}, "not a number"),
+    ({"gqa": {"exact_match_stderr,none": 0.01}}, "not a number"),
+    ({"pope": {"pope_accuracy,none": 0.8}}, "no results for task gqa"),
+])
+def test_bad_results_files_fail_naming_the_file(tmp_path, results, match):
+    path = _results_dir(tmp_path, results, {})
+    with pytest.raises(LmmsEvalError, match=match) as err:
+        parse_results(path, ["gqa"])
+    assert str(path) in str(err.value)
+
+
+def test_a_limited_run_is_not_a_result(tmp_path):
+    path = _results_dir(tmp_path, {"gqa": {"exact_match,none": 0.6}}, {},
+                        n_samples={"gqa": {"original": 12578, "effective": 100}})
+    with pytest.raises(LmmsEvalError, match="100 of 12578"):
+        parse_results(path, ["gqa"])
+
+
+def test_missing_results_file_is_an_error(tmp_path):
+    (tmp_path / "out").mkdir()
+    log_path = tmp_path / "out" / "lmms_eval.log"
+    log_path.write_text("Traceback ...\nOSError: model not found\n")
+    with pytest.raises(LmmsEvalError, match="(?s)no results file.*exits 0.*model not found"):
+        find_results(tmp_path / "out", log_path)
+
+
+def test_cli_exiting_0_without_results_fails(tmp_path, monkeypatch):
+    """The run itself, with a command that behaves like lmms-eval when the model fails to load."""
+    monkeypatch.setattr(lmms, "installed_version", lambda: "0.7.3")
+    monkeypatch.setattr(lmms, "build_command", lambda *a: [sys.executable, "-c", "print('Error during evaluation')"])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    specs = {"local": lmms.TaskSpec("local", {"exact_match": 100.0}, "exact_match", "a local set", hub=False)}
+    with pytest.raises(LmmsEvalError, match="(?s)no results file.*Error during evaluation"):
+        evaluate_lmms(model, ["local"], {"model": "selectbench"}, KEY, tmp_path / "e.csv", tmp_path / "p.json", specs)
+    assert not (tmp_path / "e.csv").exists()
+
+
+def _run(tmp_path, answers: list[str], max_empty: float):
+    path = _results_dir(tmp_path, {"gqa": {"exact_match,none": 0.5}}, {"gqa": answers})
+    return collect(path, ["gqa"], LmmsConfig(max_empty_fraction=max_empty), KEY, "0.7.3")
+
+
+def test_empty_answers_are_counted_and_fail_above_the_threshold(tmp_path):
+    answers = ["yes"] * 98 + ["", "  "]
+    rows, predictions = _run(tmp_path / "a", answers, 0.02)
+    by_metric = {r["metric"]: r for r in rows}
+    assert by_metric["empty_answers"]["value"] == 2 and by_metric["samples"]["value"] == 100
+    assert by_metric["exact_match"]["value"] == 50.0
+    assert predictions["gqa"][98] == {"id": 98, "output": ""}
+    with pytest.raises(LmmsEvalError, match="3 of 100 answers are empty.*max_empty_fraction 0.02"):
+        _run(tmp_path / "b", ["yes"] * 97 + [""] * 3, 0.02)
+    rows, _ = _run(tmp_path / "c", ["yes"] * 95 + [""] * 5, 0.05)  # the threshold is the configured one
+    assert {r["metric"]: r["value"] for r in rows}["empty_answers"] == 5
+
+
+def test_rows_carry_the_protocol_of_their_task(tmp_path):
+    rows, _ = _run(tmp_path, ["a"] * 10, 0.02)
+    assert {r["protocol"] for r in rows} == {"lmms-eval 0.7.3: GQA testdev-balanced, exact match"}
+    assert all(r[k] == v for r in rows for k, v in KEY.items())
+    assert "not test-dev" in lmms.protocol(TASKS["vqav2_val"], "0.7.3")
+    assert lmms.protocol(TASKS["mmvet"], "0.7.3", Judge(model="gpt-4o")).endswith("judge gpt-4o")
+
+
+def test_lmms_rows_make_tables_that_name_the_protocol_apart_from_published(tmp_path):
+    from selectbench.report.tables import read_rows, summarise, to_latex, to_markdown, write_long
+
+    tasks = ["pope", "vqav2_val"]
+    labels = {t: lmms.protocol(TASKS[t], "0.7.3") for t in tasks}
+    rows = [{**KEY, "method": m, "ratio": r, "benchmark": t, "metric": TASKS[t].primary, "value": v,
+             "protocol": labels[t]}
+            for m, r, vals in (("full", 1.0, (86.0, 78.0)), ("random", 0.1, (84.0, 74.0))) for t, v in zip(tasks, vals)]
+    write_long(rows, tmp_path / "t.csv")
+    rows = read_rows([tmp_path / "t.csv"])
+    summary = summarise(rows, "full", tasks, chance_margin=10)
+    md = to_markdown(summary, tasks, "llava665k", {("random", 0.1): 93.5})
+    assert "| pope (pope_f1_score) | vqav2_val (exact_match) | Rel. % | published Rel. % (paper's protocol) |" in md
+    assert "| random | 0.1 | 1 | 84.0 | 74.0 | 96.3 | 93.5 |" in md
+    assert "VQAv2 val (not test-dev)" in md and "lmms-eval 0.7.3" in md
+    tex = to_latex(summary, tasks, "llava665k")
+    assert "Protocol: pope: lmms-eval 0.7.3" in tex and "vqav2\\_val: lmms-eval 0.7.3: VQAv2 val (not test-dev)" in tex
+    mixed = rows + [{**rows[0], "method": "xmas", "protocol": "selectbench built-in evaluator, embedded sets"}]
+    with pytest.raises(ValueError, match="different protocols"):
+        summarise(mixed, "full", tasks)
