@@ -60,8 +60,9 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
                                       model.config.vision_feature_layer, seed)
     model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
                            Path(out_dir), seed, threads)
-    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start},
-                    template)
+    return _publish(model, tokenizer, processor, Path(out_dir),
+                    {**summary, **extra, "wall_s": time.time() - start,
+                     "pool_truncation": _pool_truncation(data, template)}, template)
 
 
 def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_dir: Path, threads: int) -> dict:
@@ -91,7 +92,21 @@ def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_di
         summary.update({"examples": 0, "train_loss": None,
                         "stage1": "not run: no stage1 in the config (projector "
                                   f"{'from ' + str(parts['projector']) if parts.get('projector') else 'random'})"})
-    return _publish(model, tokenizer, processor, out_dir, {**summary, "wall_s": time.time() - start}, template)
+    return _publish(model, tokenizer, processor, out_dir,
+                    {**summary, "wall_s": time.time() - start, "pool_truncation": _pool_truncation(data, template)},
+                    template)
+
+
+def _pool_truncation(data: DataDir, template: VicunaV1) -> dict:
+    """How many pool records this model's template truncates, and how many lose every supervised token (LLaVA-665k
+    has some past 2,048 tokens): counted once per base model, where the tokenizer is first known."""
+    from selectbench.data.validate import truncation_report
+
+    report = truncation_report(data.pool, template)
+    if report["fully_masked"] or report["image_cut"]:
+        log.warning("%d of %d pool records lose every supervised token at max_length %d (%d cut through the image)",
+                    report["fully_masked"], report["records"], report["max_length"], report["image_cut"])
+    return report
 
 
 def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: dict[str, Any], seed: int,
