@@ -19,6 +19,12 @@ TEXTS = ["A chat between a curious user and an artificial intelligence assistant
          "ASSISTANT: 7 Is there a 3 in the image? No. Yes, there is. How many digits are there? Two."] * 20
 
 
+def multi_turn(last_answer: str = "No") -> list[dict]:
+    """A two-round LLaVA conversation with an image, for prompt and label-masking tests."""
+    return [{"from": "human", "value": "<image>\nWhat digit is at the top?"}, {"from": "gpt", "value": "7"},
+            {"from": "human", "value": "Is there a 3 in the image?"}, {"from": "gpt", "value": last_answer}]
+
+
 def llama_style_tokenizer() -> Tokenizer:
     """SentencePiece-like BPE as Llama's tokenizer.json has it: <unk> <s> </s>, the 256 byte-fallback tokens,
     then the pieces; "▁" for spaces, prepended to the first word only; <s> added by the post-processor."""

@@ -12,14 +12,9 @@ from selectbench.models.assemble import PROJECTOR_KEYS, assemble_llava
 from selectbench.models.build import load_checkpoint, load_model, save_model
 from selectbench.models.conversation import IGNORE_INDEX, VicunaV1
 from selectbench.models.stages import train_base
-from tests.models.conftest import pretrained_cfg
+from tests.models.conftest import multi_turn, pretrained_cfg
 
-CONV = [
-    {"from": "human", "value": "<image>\nWhat digit is at the top?"},
-    {"from": "gpt", "value": "7"},
-    {"from": "human", "value": "Is there a 3 in the image?"},
-    {"from": "gpt", "value": "No."},
-]
+CONV = multi_turn("No.")
 
 
 @pytest.fixture(scope="module")

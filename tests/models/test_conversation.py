@@ -4,13 +4,9 @@ import pytest
 
 from selectbench.models.conversation import IGNORE_INDEX, VicunaV1, normalise_image_position
 from selectbench.models.tokenizer import train_tokenizer
+from tests.models.conftest import multi_turn
 
-CONV = [
-    {"from": "human", "value": "<image>\nWhat digit is at the top?"},
-    {"from": "gpt", "value": "7"},
-    {"from": "human", "value": "Is there a 3 in the image?"},
-    {"from": "gpt", "value": "No"},
-]
+CONV = multi_turn()
 
 
 @pytest.fixture(scope="module")
