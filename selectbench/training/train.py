@@ -92,6 +92,13 @@ def _fingerprint(records: list[dict], cfg: dict[str, Any], seed: int, model) -> 
     return digest.hexdigest()
 
 
+def _save_total_limit(cfg: dict[str, Any]) -> int | None:
+    """keep_checkpoints: "all" or the last N. Default: all where a count of checkpoints is asked for (the proxy, whose
+    checkpoints are XMAS's trajectory points), else the last one (enough to resume)."""
+    keep = cfg.get("keep_checkpoints", "all" if cfg.get("checkpoints") else 1)
+    return None if keep == "all" else int(keep)
+
+
 def is_main_process() -> bool:
     """True except in the non-zero ranks of a multi-process (torchrun) job: only rank 0 publishes outputs."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -197,7 +204,7 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         logging_steps=max(1, steps // 20),
         save_strategy="steps",
         save_steps=save_steps,
-        save_total_limit=None if n_checkpoints else 1,
+        save_total_limit=_save_total_limit(cfg),
         save_only_model=cfg.get("save_only_model", False),  # True drops optimizer state: no exact resume
         seed=seed,
         data_seed=seed,

@@ -182,6 +182,15 @@ def test_global_batch_sets_gradient_accumulation_per_process(monkeypatch):
         grad_accum_steps({"batch_size": 16, "global_batch": 128, "grad_accum": 2})
 
 
+def test_which_checkpoints_are_kept():
+    from selectbench.training.train import _save_total_limit
+
+    assert _save_total_limit({"checkpoints": 5}) is None               # the proxy: every trajectory point
+    assert _save_total_limit({"save_steps": 200}) == 1                 # a target: the last one, to resume
+    assert _save_total_limit({"save_steps": 200, "keep_checkpoints": "all"}) is None  # the released XMAS cadence
+    assert _save_total_limit({"checkpoints": 5, "keep_checkpoints": 2}) == 2
+
+
 @pytest.fixture(scope="module")
 def pretrained_base(tmp_path_factory, tiny_data, vicuna_dir, clip_dir, projector_file):
     from tests.models.conftest import pretrained_cfg
