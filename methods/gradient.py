@@ -4,7 +4,10 @@ Adam-preconditioned and randomly projected (selectbench.features.gradients). Tar
   self → mean cosine of the example's (normalised, projected) gradient to those of its own k-means cluster;
   validation → LESS's influence (ICONS-style, task-aware): per validation task (benchmark), the mean cosine to
       that task's validation gradients (plain SGD direction at the warm-up checkpoint, same projection), and
-      the maximum over tasks. It uses evaluation-task data, so its subsets and table rows say so.
+      the maximum over tasks (aggregate: max). With max, a task whose validation gradients agree with each
+      other can take nearly the whole budget; aggregate: balanced gives every task an equal share instead
+      (round robin: each task in turn takes its best row not yet taken). It uses evaluation-task data, so its
+      subsets and table rows say so.
 Keeps the high band by default."""
 
 import numpy as np
@@ -13,6 +16,7 @@ from selectbench.selection.base import Method, Selection, band_indices, check_ba
 from selectbench.selection.clustering import kmeans
 
 TARGETS = ("none", "self", "validation")
+AGGREGATES = ("max", "balanced")
 TASK_SCORE = "task_score_"  # score arrays f"{TASK_SCORE}<task>": the mean cosine to one task's validation set
 STATISTIC = {"none": "gradient norm (GraNd)", "self": "mean cosine to own cluster",
              "validation": "max over validation tasks of the mean cosine to the task's validation gradients (LESS)"}
@@ -36,17 +40,45 @@ def validation_scores(projected: np.ndarray, validation: np.ndarray, tasks: np.n
     return out
 
 
+def balanced_by_task(task_scores: list[np.ndarray], n: int) -> np.ndarray:
+    """n rows, tasks taking turns: each takes its highest-scoring row not yet taken (NaN = unscored, never taken
+    while a scored row is left); rows no task scored fill any remainder in index order."""
+    orders = [np.argsort(-np.nan_to_num(s, nan=-np.inf), kind="stable") for s in task_scores]
+    scored = [np.isfinite(s) for s in task_scores]
+    taken = np.zeros(len(task_scores[0]), bool)
+    out: list[int] = []
+    cursor = [0] * len(orders)
+    while len(out) < n:
+        progressed = False
+        for t, order in enumerate(orders):
+            while cursor[t] < len(order) and (taken[order[cursor[t]]] or not scored[t][order[cursor[t]]]):
+                cursor[t] += 1
+            if cursor[t] < len(order) and len(out) < n:
+                taken[order[cursor[t]]] = True
+                out.append(int(order[cursor[t]]))
+                progressed = True
+        if not progressed:
+            break
+    rest = np.flatnonzero(~taken)[: n - len(out)]
+    return np.concatenate([np.array(out, dtype=np.int64), rest]).astype(np.int64)
+
+
 class Gradient(Method):
     name = "gradient"
     requires = ("lora_gradients",)
     parameters = {"target": "none", "band": "high", "dim": 1024, "precondition": "adam", "projection_seed": 0,
-                  "clusters": 20}
+                  "clusters": 20, "aggregate": "max"}
 
     @classmethod
     def check(cls, params):
         if params["target"] not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}, got {params['target']!r}")
         check_band(params)
+        if params["aggregate"] not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {list(AGGREGATES)}, got {params['aggregate']!r}")
+        if params["aggregate"] == "balanced" and (params["target"] != "validation" or params["band"] != "high"):
+            raise ValueError("aggregate: balanced shares the budget among validation tasks: it needs target "
+                             "validation and band high")
 
     @classmethod
     def task_aware(cls, params) -> bool:
@@ -82,11 +114,15 @@ class Gradient(Method):
 
     def select(self, ctx, scores, n, seed):
         target = ctx.params["target"]
-        rows = band_indices(scores["score"], n, ctx.params["band"])
+        tasks = [k[len(TASK_SCORE):] for k in scores if k.startswith(TASK_SCORE)]
+        if target == "validation" and ctx.params["aggregate"] == "balanced":
+            rows = balanced_by_task([scores[TASK_SCORE + t] for t in tasks], n)
+        else:
+            rows = band_indices(scores["score"], n, ctx.params["band"])
         details = {"band": ctx.params["band"], "target": target, "statistic": STATISTIC[target],
                    "task_aware": self.task_aware(ctx.params)}
         if target == "validation":
-            tasks = [k[len(TASK_SCORE):] for k in scores if k.startswith(TASK_SCORE)]
+            details["aggregate"] = ctx.params["aggregate"]
             scored = rows[~np.isnan(scores["score"][rows])]
             best = np.argmax(np.stack([scores[TASK_SCORE + t][scored] for t in tasks], axis=1), axis=1)
             details["validation_tasks"] = tasks

@@ -136,3 +136,36 @@ def test_none_ranks_by_gradient_norm_and_self_by_cluster_cosine(tmp_path, gradie
     ctx = _ctx(tmp_path, _params(gradient, target="self", clusters=3), uncovered=False)
     scores = gradient().score(ctx)
     assert set(np.unique(scores["cluster"])) == {0, 1, 2} and "task_score_a" not in scores
+
+
+def _two_task_scores():
+    """Task a scores rows 0-49 high (0.9-1.0), task b rows 50-99 moderately (0.3-0.4); rows 98-99 unscored."""
+    a, b = np.zeros(100), np.zeros(100)
+    a[:50] = np.linspace(0.9, 1.0, 50)
+    b[50:] = np.linspace(0.3, 0.4, 50)
+    a[98:], b[98:] = np.nan, np.nan
+    return {"score": np.fmax(a, b), "task_score_a": a, "task_score_b": b}
+
+
+def test_balanced_aggregate_gives_every_task_an_equal_share(tmp_path, gradient):
+    scores = _two_task_scores()
+    pool = [{"id": str(i)} for i in range(100)]
+    by_max = gradient().select(Context("t", pool, tmp_path, {}, _params(gradient, target="validation")),
+                               scores, 20, seed=0)
+    assert (by_max.rows < 50).all()  # LESS's max: the high-scoring task takes the whole budget
+    ctx = Context("t", pool, tmp_path, {}, _params(gradient, target="validation", aggregate="balanced"))
+    sel = gradient().select(ctx, scores, 20, seed=0)
+    assert len(sel.rows) == 20 == len(np.unique(sel.rows))
+    assert sorted(sel.rows.tolist()) == list(range(40, 50)) + list(range(88, 98))  # each task's best ten
+    assert sel.details["aggregate"] == "balanced" and sel.details["task_aware"] is True
+    np.testing.assert_array_equal(sel.rows, gradient().select(ctx, scores, 20, seed=1).rows)
+    everything = gradient().select(ctx, scores, 100, seed=0).rows
+    assert sorted(everything.tolist()) == list(range(100)) and set(everything[-2:].tolist()) == {98, 99}
+
+
+def test_balanced_aggregate_needs_the_validation_target_and_the_high_band(gradient):
+    for overrides in ({"target": "none", "aggregate": "balanced"},
+                      {"target": "validation", "aggregate": "balanced", "band": "low"},
+                      {"target": "validation", "aggregate": "sum"}):
+        with pytest.raises(MethodError, match="aggregate"):
+            _params(gradient, **overrides)
