@@ -18,6 +18,8 @@ AVAILABLE = discover(METHODS_DIR)
 REFERENCE = reference_method(AVAILABLE)
 INSTANCES = {i.label: i for i in expand(config["methods"], AVAILABLE)}
 INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))
+
+
 def _check_benchmarks():
     """Benchmarks must suit the evaluation backend; judge-scored lmms-eval tasks need a judge. Checked when the
     DAG is planned, so a bad setting stops the run before any model is trained."""
@@ -48,6 +50,7 @@ def _check_benchmarks():
 
 
 _check_benchmarks()
+
 # Instances that select with evaluation-task data (e.g. gradient target=validation): marked in the tables.
 TASK_AWARE = sorted(label for label, inst in INSTANCES.items()
                     if AVAILABLE[inst.method].task_aware(inst.param_dict))
@@ -163,20 +166,25 @@ def final_outputs():
     return out
 
 
-def base_model_inputs(wildcards):
-    """A model built from `arch` needs the dataset's tokenizer; a pretrained one brings its own."""
+def _with_tokenizer(wildcards, needed):
+    """The data folder, and the dataset's tokenizer where a model is built here (pretrained ones bring their own)."""
     out = {"data": f"results/{wildcards.dataset}/data"}
-    if "arch" in config["models"][wildcards.role]:
+    if needed:
         out["tokenizer"] = f"results/{wildcards.dataset}/tokenizer"
     return out
+
+
+def base_model_inputs(wildcards):
+    return _with_tokenizer(wildcards, "arch" in config["models"][wildcards.role])
 
 
 def clip_inputs(wildcards):
-    """The tiny CLIP trained here needs the dataset's tokenizer; a pretrained CLIP brings its own."""
-    out = {"data": f"results/{wildcards.dataset}/data"}
-    if not config["clip"].get("pretrained"):
-        out["tokenizer"] = f"results/{wildcards.dataset}/tokenizer"
-    return out
+    return _with_tokenizer(wildcards, not config["clip"].get("pretrained"))
+
+
+def tokenizer_arg(wildcards, input):
+    """--tokenizer for a job whose inputs include the dataset's tokenizer, else nothing."""
+    return f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else ""
 
 
 def model_config(role):

@@ -28,7 +28,7 @@ rule base_model:
     params:
         cfg=lambda w: model_config(w.role),
         out=lambda w, output: os.path.dirname(output.summary),
-        tokenizer=lambda w, input: f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else "",
+        tokenizer=tokenizer_arg,
         launch=launcher("base_model"),
     threads: threads_for("base_model")
     resources:
@@ -79,7 +79,7 @@ rule clip_model:
     params:
         cfg=json.dumps(config["clip"]),
         model_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "model"),
-        tokenizer=lambda w, input: f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else "",
+        tokenizer=tokenizer_arg,
     threads: threads_for("clip_model")
     resources:
         **rule_resources("clip_model"),

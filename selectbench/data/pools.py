@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
-from selectbench.data.validate import MAX_EXAMPLES, PoolError, Problem, load_json_list
+from selectbench.data.validate import MAX_EXAMPLES, PoolError, Problem, load_json, load_json_list
 
 IMAGE_SOURCES_665K = (("coco/train2017/", "coco"), ("gqa/images/", "gqa"), ("ocr_vqa/images/", "ocr_vqa"),
                       ("textvqa/train_images/", "textvqa"), ("vg/VG_100K/", "vg"), ("vg/VG_100K_2/", "vg"))
@@ -206,7 +206,7 @@ def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:
     from selectbench.data.prepare import DataDir
 
     data, subset_json = DataDir(Path(data_dir)), Path(subset_json)
-    subset = load_json_object(subset_json)
+    subset = load_json(subset_json, dict, "a JSON object")
     rows, ids = subset.get("rows"), subset.get("ids")
     pool = data.pool
     if not isinstance(rows, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
@@ -225,22 +225,10 @@ def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:
                                 f"says {rid!r}: it was not selected from this pool")
     meta_path = subset_json.with_suffix(".meta.json")
     if meta_path.exists():
-        expected = load_json_object(meta_path).get("pool_sha256")
+        expected = load_json(meta_path, dict, "a JSON object").get("pool_sha256")
         if expected and expected != data.pool_hash():
             raise PoolError(f"{meta_path}: pool_sha256 {expected[:12]}… differs from {data.path}'s "
                             f"{data.pool_hash()[:12]}…: the subset was selected from another pool")
     fields = data.manifest.get("metadata_fields", [])
     write_json_records(Path(out_json), (original_record(pool[r], fields) for r in sorted(rows)))
     return {"out": str(out_json), "records": len(rows), "text_only": sum("image" not in pool[r] for r in rows)}
-
-
-def load_json_object(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise PoolError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise PoolError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-    if not isinstance(data, dict):
-        raise PoolError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data

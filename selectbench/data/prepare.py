@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selectbench.data import pools
-from selectbench.data.validate import load_json_list, resolve_policy, validate_records
+from selectbench.data.validate import PoolError, load_json_list, resolve_policy, validate_records
 
 
 class DataDir:
@@ -142,9 +142,8 @@ def _link_files(cfg: dict[str, Any], tmp: Path, source: str) -> dict:
 
 def _link_task_validation(cfg: dict[str, Any], benchmarks: list[str], tmp: Path) -> dict:
     """Few task validation examples for task-aware methods (LESS): one LLaVA-format <task>.json per task in
-    cfg["dir"], images under cfg["image_root"]; every record must pass the record checks."""
-    from selectbench.data.validate import PoolError, record_problems
-
+    cfg["dir"], images under cfg["image_root"]; every record must pass the pool's record checks (any problem
+    stops here, naming the file, the row and the id)."""
     root = Path(cfg["image_root"])
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: task_validation.image_root is not a folder")
@@ -156,10 +155,7 @@ def _link_task_validation(cfg: dict[str, Any], benchmarks: list[str], tmp: Path)
         records = load_json_list(src)
         if not records:
             raise PoolError(f"{src}: no validation example for task {task!r}")
-        for row, record in enumerate(records):
-            problems = record_problems(record, root)
-            if problems:
-                raise PoolError(f"{src}: record {row} (id {record.get('id')!r}): {problems[0][1]}")
+        validate_records(records, root, {"broken_records": "fail", "duplicate_ids": "allow"}, file=src)
         shutil.copyfile(src, tmp / "task_validation" / f"{task}.json")
         files[task] = f"task_validation/{task}.json"
     return {"task_validation": files, "task_validation_image_root": "task_validation_images"}

@@ -80,8 +80,8 @@ def _message(file: str, row: int, rid: Any, detail: str) -> str:
     return f"{file}: record {row} (id {_jsonable(rid)!r}): {detail}"
 
 
-def load_json_list(path: Path) -> list:
-    """A JSON file holding a list; PoolError naming the file (and the position) otherwise."""
+def load_json(path: Path, expected: type, what: str) -> Any:
+    """A JSON file holding an `expected` (list or dict); PoolError naming the file (and the position) otherwise."""
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
@@ -91,9 +91,14 @@ def load_json_list(path: Path) -> list:
         raise PoolError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise PoolError(f"{path}: not UTF-8 text ({err})") from None
-    if not isinstance(data, list):
-        raise PoolError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    if not isinstance(data, expected):
+        raise PoolError(f"{path}: expected {what}, got {type(data).__name__}")
     return data
+
+
+def load_json_list(path: Path) -> list:
+    """A JSON file holding a list of records; PoolError naming the file (and the position) otherwise."""
+    return load_json(path, list, "a JSON list of records")
 
 
 def resolve_policy(policy: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -321,6 +326,17 @@ def truncation_report(records: Sequence[dict], template: "VicunaV1") -> dict:
     """How the template's max_length treats valid records: truncated ones, ones whose supervised (answer) tokens
     are all cut away (fully_masked: they teach nothing), and ones cut inside their image tokens (image_cut: the
     template refuses them). Examples give the position in `records` and, for a published pool, the source row."""
+    encodings = []
+    for record in records:
+        try:
+            encodings.append(template.encode(record["conversations"]))
+        except ValueError:
+            encodings.append(None)
+    return summarise_truncation(records, encodings, template.max_length)
+
+
+def summarise_truncation(records: Sequence[dict], encodings: Sequence[Any], max_length: int) -> dict:
+    """truncation_report from encodings already made (None = refused: cut through the image tokens)."""
     counts = Counter()
     examples: dict[str, list[dict]] = defaultdict(list)
 
@@ -329,16 +345,14 @@ def truncation_report(records: Sequence[dict], template: "VicunaV1") -> dict:
         if len(examples[kind]) < MAX_EXAMPLES:
             examples[kind].append({"index": index, "row": record.get("row", index), "id": _jsonable(record.get("id"))})
 
-    for index, record in enumerate(records):
-        try:
-            enc = template.encode(record["conversations"])
-        except ValueError:
+    for index, (record, enc) in enumerate(zip(records, encodings)):
+        if enc is None:
             note("image_cut", index, record)
             continue
         if enc.truncated:
             note("truncated", index, record)
         if enc.supervised == 0:
             note("fully_masked", index, record)
-    return {"max_length": template.max_length, "records": len(records),
+    return {"max_length": max_length, "records": len(records),
             **{k: counts[k] for k in ("truncated", "fully_masked", "image_cut")},
             "first": {k: examples[k] for k in ("truncated", "fully_masked", "image_cut")}}

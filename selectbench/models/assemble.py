@@ -32,6 +32,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from selectbench.models.build import image_seq_length
 from selectbench.models.conversation import IMAGE_PLACEHOLDER
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,6 @@ def load_projector(path: Path, projector: torch.nn.Module) -> None:
     projector.load_state_dict(mapped, strict=True)
 
 
-def image_seq_length(vision_config) -> int:
-    """Image tokens per image with the "default" feature strategy (CLS dropped)."""
-    return (vision_config.image_size // vision_config.patch_size) ** 2
-
-
 def assemble_llava(cfg: dict[str, Any], seed: int = 0):
     """LlavaForConditionalGeneration from a `pretrained:` block: (model, tokenizer, image processor)."""
     lm, tokenizer = load_language_model(cfg)
@@ -164,7 +160,7 @@ def assemble_llava(cfg: dict[str, Any], seed: int = 0):
     config = LlavaConfig(
         vision_config=tower.config, text_config=lm.config,
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER),
-        image_seq_length=image_seq_length(tower.config),
+        image_seq_length=image_seq_length(tower.config.to_dict()),
         vision_feature_layer=cfg.get("vision_feature_layer", -2),
         vision_feature_select_strategy="default", projector_hidden_act="gelu",
         tie_word_embeddings=lm.config.tie_word_embeddings,

@@ -60,9 +60,8 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
                                       model.config.vision_feature_layer, seed)
     model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
                            Path(out_dir), seed, threads)
-    return _publish(model, tokenizer, processor, Path(out_dir),
-                    {**summary, **extra, "wall_s": time.time() - start,
-                     "pool_truncation": _pool_truncation(data, template)}, template)
+    return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start},
+                    template, model_cfg)
 
 
 def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_dir: Path, threads: int) -> dict:
@@ -84,7 +83,6 @@ def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_di
         images = ImageLoader(data.image_root, processor)
         model, trained = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"], out_dir,
                                seed, threads)
-        model = model.to(weights_dtype(model_cfg))  # trained in float32, stored as configured
         summary.update(trained)
     else:
         if not parts.get("projector"):
@@ -92,21 +90,8 @@ def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_di
         summary.update({"examples": 0, "train_loss": None,
                         "stage1": "not run: no stage1 in the config (projector "
                                   f"{'from ' + str(parts['projector']) if parts.get('projector') else 'random'})"})
-    return _publish(model, tokenizer, processor, out_dir,
-                    {**summary, "wall_s": time.time() - start, "pool_truncation": _pool_truncation(data, template)},
-                    template)
-
-
-def _pool_truncation(data: DataDir, template: VicunaV1) -> dict:
-    """How many pool records this model's template truncates, and how many lose every supervised token (LLaVA-665k
-    has some past 2,048 tokens): counted once per base model, where the tokenizer is first known."""
-    from selectbench.data.validate import truncation_report
-
-    report = truncation_report(data.pool, template)
-    if report["fully_masked"] or report["image_cut"]:
-        log.warning("%d of %d pool records lose every supervised token at max_length %d (%d cut through the image)",
-                    report["fully_masked"], report["records"], report["max_length"], report["image_cut"])
-    return report
+    return _publish(model, tokenizer, processor, out_dir, {**summary, "wall_s": time.time() - start}, template,
+                    model_cfg)
 
 
 def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: dict[str, Any], seed: int,
@@ -121,10 +106,8 @@ def finetune(data: DataDir, base_dir: Path, rows: list[int] | None, model_cfg: d
     start = time.time()
     model, summary = train(model, tokenizer, template, images, records, model_cfg["finetune"], Path(out_dir),
                            seed, threads)
-    if "pretrained" in model_cfg:
-        model = model.to(weights_dtype(model_cfg))  # trainable weights were trained in float32
     return _publish(model, tokenizer, processor, Path(out_dir), {**summary, "wall_s": time.time() - start},
-                    template)
+                    template, model_cfg)
 
 
 def weights_dtype(model_cfg: dict[str, Any]) -> torch.dtype:
@@ -135,9 +118,11 @@ def weights_dtype(model_cfg: dict[str, Any]) -> torch.dtype:
     return torch_dtype(model_cfg["pretrained"].get("dtype")) if "pretrained" in model_cfg else torch.float32
 
 
-def _publish(model, tokenizer, processor, out_dir: Path, summary: dict, template: VicunaV1 | None = None) -> dict:
+def _publish(model, tokenizer, processor, out_dir: Path, summary: dict, template: VicunaV1,
+             model_cfg: dict[str, Any]) -> dict:
     """Save the final model (with its processor and the template's chat template) through a temporary folder so
-    a half-written model never looks complete. Under torchrun only rank 0 writes."""
+    a half-written model never looks complete, in the role's dtype (training held the trainable weights in
+    float32). Under torchrun only rank 0 writes."""
     from selectbench.training.train import is_main_process
 
     if not is_main_process():
@@ -145,7 +130,7 @@ def _publish(model, tokenizer, processor, out_dir: Path, summary: dict, template
     final, tmp = out_dir / "model", out_dir / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model(model, tokenizer, processor, tmp, template.chat_template() if template is not None else None)
+    save_model(model.to(weights_dtype(model_cfg)), tokenizer, processor, tmp, template.chat_template())
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

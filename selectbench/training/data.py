@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from selectbench.data.images import ImageLoader
+from selectbench.data.validate import summarise_truncation
 from selectbench.models.conversation import IGNORE_INDEX, VicunaV1
 
 
@@ -17,8 +18,9 @@ class SupervisedDataset(Dataset):
     def __init__(self, records: list[dict], template: VicunaV1, images: ImageLoader):
         self.records, self.images = records, images
         self.encoded = [template.encode(r["conversations"]) for r in records]
-        self.fully_masked = sum(e.supervised == 0 for e in self.encoded)
-        self.truncated = sum(e.truncated for e in self.encoded)
+        # what max_length cut: counts and first examples (row, id), from the encodings made here anyway
+        self.truncation = summarise_truncation(records, self.encoded, template.max_length)
+        self.fully_masked, self.truncated = self.truncation["fully_masked"], self.truncation["truncated"]
 
     def __len__(self) -> int:
         return len(self.records)

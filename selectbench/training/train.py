@@ -235,7 +235,7 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
     if cfg.get("finetune", "full") == "lora":
         model = model.merge_and_unload()
     summary = {"examples": len(dataset), "steps": steps, "save_steps": save_steps,
-               "fully_masked": dataset.fully_masked, "truncated": dataset.truncated,
+               "fully_masked": dataset.fully_masked, "truncated": dataset.truncated, "truncation": dataset.truncation,
                "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime"),
                "loss_log": [h for h in trainer.state.log_history if "loss" in h]}
     return model, summary

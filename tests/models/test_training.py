@@ -42,6 +42,10 @@ def test_stage2_trains_language_model_and_projector_not_vision(tmp_path, base, t
     summary = finetune(tiny_data, base, list(range(40)), cfg, 0, tmp_path, 1)
     after = _weights(tmp_path / "model")
     assert summary["examples"] == 40
+    truncation = summary["truncation"]  # counted from the training encodings, with first examples
+    assert truncation["records"] == 40 and truncation["max_length"] == cfg["template"]["max_length"]
+    assert 0 <= truncation["fully_masked"] <= truncation["truncated"] <= truncation["records"]
+    assert (truncation["fully_masked"], truncation["truncated"]) == (summary["fully_masked"], summary["truncated"])
     assert set(before) == set(after)  # LoRA merged back into the plain LLaVA layout
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert not any(k.startswith("model.vision_tower.") for k in changed)
