@@ -32,6 +32,24 @@ class Encoded:
         return sum(label != IGNORE_INDEX for label in self.labels)
 
 
+def human_turn(question: str, prefix: str = "") -> str:
+    """One human turn as the prompt renders it, up to the assistant's answer."""
+    return f"{prefix}USER: {question} {_ASSISTANT}"
+
+
+def template_texts(conversations: list[dict]) -> list[str]:
+    """The plain-text pieces of a conversation as VicunaV1 renders it, cut where special tokens (<image>, </s>)
+    stand: what a tokenizer trained for this template should see (no system prompt)."""
+    pieces = []
+    for k in range(0, len(conversations) - 1, 2):
+        question = conversations[k]["value"]
+        if k == 0:
+            question = normalise_image_position(question)
+        pieces += human_turn(question).split(IMAGE_PLACEHOLDER)
+        pieces.append(" " + conversations[k + 1]["value"])
+    return [p for p in pieces if p]
+
+
 def normalise_image_position(text: str) -> str:
     """LLaVA moves a trailing "<image>" to the front of the first human turn before tokenising."""
     if IMAGE_PLACEHOLDER in text and not text.startswith(IMAGE_PLACEHOLDER):
@@ -75,8 +93,7 @@ class VicunaV1:
         return self._ids(text)[0]
 
     def _human(self, k: int, question: str) -> str:
-        prefix = (self.system + " ") if k == 0 and self.system else ""
-        return f"{prefix}USER: {question} ASSISTANT:"
+        return human_turn(question, (self.system + " ") if k == 0 and self.system else "")
 
     def encode(self, conversations: list[dict]) -> Encoded:
         """input_ids and labels for a multi-turn record (human/gpt alternating, human first)."""

@@ -31,6 +31,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> Pre
 
 
 def conversation_texts(records: Iterable[dict]) -> Iterable[str]:
+    """The records as the vicuna_v1 template renders them ("USER: ... ASSISTANT: answer"), so the role markers and
+    the answers' leading spaces get tokens of their own: trained on the bare turn texts, " ASSISTANT:" took 11
+    tokens and " Yes" two, and an embedded pool record 69.4 tokens on average instead of 49.7."""
+    from selectbench.models.conversation import template_texts
+
     for record in records:
-        for turn in record["conversations"]:
-            yield turn["value"].replace(IMAGE, "")
+        yield from template_texts(record["conversations"])

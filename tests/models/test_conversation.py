@@ -62,3 +62,18 @@ def test_chat_template_renders_the_same_ids(tokenizer):
     assert tokenizer(prompt)["input_ids"] == tmpl.prompt("What digit is at the top?", with_image=True)
     system = [{"role": "system", "content": "Be brief."}] + messages[:1]
     assert tokenizer.apply_chat_template(system, tokenize=False).startswith("<s>Be brief. USER: <image>\n")
+
+
+def test_tokenizer_learns_the_rendered_prompt(tmp_path):
+    """Trained on the conversations as the template renders them, the role markers and the answers' leading
+    spaces become tokens of their own (trained on the bare turn texts, " ASSISTANT:" was 11 characters)."""
+    from selectbench.models.conversation import template_texts
+    from selectbench.models.tokenizer import conversation_texts
+
+    assert template_texts(CONV) == ["USER: ", "\nWhat digit is at the top? ASSISTANT:", " 7",
+                                    "USER: Is there a 3 in the image? ASSISTANT:", " No"]
+    tok = train_tokenizer(conversation_texts([{"conversations": CONV}] * 20), 300, tmp_path / "tok")
+    tmpl = VicunaV1(tok, image_seq_length=9, system="")
+    assert tok.tokenize(" ASSISTANT:") == ["ĠASSISTANT", ":"]
+    answers = [t for t, label in zip(tmpl.encode(CONV).input_ids, tmpl.encode(CONV).labels) if label != IGNORE_INDEX]
+    assert tok.convert_ids_to_tokens(answers) == ["Ġ", "7", "</s>", "ĠNo", "</s>"]
