@@ -68,11 +68,13 @@ def _scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
     return random_scene(rng, bank, n)
 
 
-def _ask(family: str, rng: np.random.Generator, scene: Scene) -> Q.QA | None:
+def ask(family: str, rng: np.random.Generator, scene: Scene) -> Q.QA | None:
     """One question of a family, or None where the scene cannot support it."""
     if family == "reading" and not any(all(d >= 0 for d in scene.row(r)) for r in range(3)):
         return None
     if family == "relation" and sum(scene.digits.count(d) == 1 for d in scene.digits) < 2:
+        return None
+    if family == "compare" and len(scene.filled) < 2:
         return None
     return Q.IMAGE_FAMILIES[family](rng, scene)
 
@@ -99,10 +101,10 @@ def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWrit
         scene = _scene_for(family, rng, images.bank)
         # Like LLaVA-665k's VQA sources, several questions about one image are packed into one record.
         low, high = cfg.get("questions_per_record", {}).get(family, [1, 1])
-        turns = _distinct([_ask(family, rng, scene) for _ in range(int(rng.integers(low, high + 1)))])
+        turns = _distinct([ask(family, rng, scene) for _ in range(int(rng.integers(low, high + 1)))])
         if rng.random() < cfg["multi_turn_fraction"]:
             for _ in range(int(rng.integers(1, 3))):
-                extra = _ask(str(rng.choice(families, p=weights)), rng, scene)
+                extra = ask(str(rng.choice(families, p=weights)), rng, scene)
                 if extra is not None:
                     turns.append(extra)
         turns = _distinct(turns) or [Q.identify(rng, scene)]
@@ -209,7 +211,7 @@ def _vqav2(rng, bank, writer, n) -> list[dict]:
     for i in range(n):
         kind = kinds[i % 3]
         scene = random_scene(rng, bank, int(rng.integers(2, 6)), allow_repeats=kind == "counting" and rng.random() < 0.5)
-        qa = _ask(kind, rng, scene)
+        qa = ask(kind, rng, scene)
         if kind == "presence":
             wrong = ["No" if qa.answer == "Yes" else "Yes"]
             answer_type = "yes/no"
@@ -231,7 +233,7 @@ def _gqa(rng, bank, writer, n) -> list[dict]:
         qa = None
         while qa is None:
             scene = random_scene(rng, bank, int(rng.integers(3, 6)))
-            qa = _ask("relation" if kind.startswith("relation") else "compare", rng, scene)
+            qa = ask("relation" if kind.startswith("relation") else "compare", rng, scene)
             if qa is not None and (qa.answer in ("Yes", "No")) != (kind == "relation_yes_no"):
                 qa = None  # resample until the question has the planned form
         items.append({"id": f"gqa-{i:05d}", "image": writer(scene), "question": qa.question, "answer": qa.answer,
@@ -345,8 +347,9 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
     _dump(out_dir / "pool.json", pool)
     _dump(out_dir / "captions.json", captions)
     _dump(out_dir / "vision_pretrain.json", cells)
+    language = _write_language(out_dir, cfg)
     manifest = {"source": "embedded", "pool": "pool.json", "captions": "captions.json", "image_root": "images",
-                "vision_pretrain": "vision_pretrain.json",
+                "vision_pretrain": "vision_pretrain.json", "language": language,
                 "eval": eval_files, "task_validation": validation_files, "positions": list(POSITIONS)}
     _dump(out_dir / "manifest.json", manifest)
     return manifest
@@ -363,6 +366,20 @@ def _write_validation(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str],
         if size:
             files[name] = f"task_validation/{name}.json"
             _dump(out_dir / files[name], build_validation(name, size, rng, bank, writer, eval_digests))
+    return files
+
+
+def _write_language(out_dir: Path, cfg: dict[str, Any]) -> list[str]:
+    """language/part<k>.json: the text corpus of stage 0, one file per configured part."""
+    from selectbench.data.language import build_language_corpus
+
+    parts = cfg.get("language_corpus", [])
+    if parts:
+        (out_dir / "language").mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, records in enumerate(build_language_corpus(parts, cfg["seed"])):
+        files.append(f"language/part{k}.json")
+        _dump(out_dir / files[-1], records)
     return files
 
 

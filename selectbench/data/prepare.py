@@ -39,6 +39,14 @@ class DataDir:
         name = self.manifest.get("vision_pretrain")
         return json.loads((self.path / name).read_text()) if name else None
 
+    def language(self, part: int) -> list[dict]:
+        """Part `part` of the text-only corpus of stage 0 (embedded default)."""
+        parts = self.manifest.get("language", [])
+        if not 0 <= part < len(parts):
+            raise KeyError(f"{self.path / 'manifest.json'}: no language corpus part {part} (has {len(parts)}; set "
+                           "datasets.<d>.embedded.language_corpus)")
+        return json.loads((self.path / parts[part]).read_text())
+
     def eval_items(self, benchmark: str) -> list[dict]:
         return json.loads((self.path / self.manifest["eval"][benchmark]).read_text())
 

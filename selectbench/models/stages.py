@@ -49,17 +49,34 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
     template = make_template(tokenizer, model, model_cfg["template"])
     images = ImageLoader(data.image_root, processor)
     start = time.time()
-    extra = {}
+    extra: dict[str, Any] = {}
+    for k, phase in enumerate(model_cfg.get("language_pretrain", [])):
+        # stage 0: the language model's own pretraining, on the dataset's text corpus (Vicuna's role)
+        phase = dict(phase)
+        records = data.language(phase.pop("part"))
+        model, trained = train(model, tokenizer, template, images, records,
+                               {"finetune": "full", "trainable": ["language_model"], **phase},
+                               Path(out_dir) / f"language_{k}", seed, threads)
+        extra[f"language_{k}_loss"] = trained["train_loss"]
+    labelled = None
+    if model_cfg.get("vision_pretrain") or model_cfg.get("align_projector"):
+        labelled = data.vision_pretrain()
+        if labelled is None:
+            raise ValueError(f"{data.path}: vision_pretrain / align_projector is configured but the dataset has no "
+                             "labelled images")
     if model_cfg.get("vision_pretrain"):
         from selectbench.models.vision_pretrain import pretrain_vision_tower
 
-        labelled = data.vision_pretrain()
-        if labelled is None:
-            raise ValueError(f"{data.path}: vision_pretrain is configured but the dataset has no labelled images")
-        extra = pretrain_vision_tower(model.model.vision_tower, images, labelled, model_cfg["vision_pretrain"],
-                                      model.config.vision_feature_layer, seed)
-    model, summary = train(model, tokenizer, template, images, data.captions(), model_cfg["stage1"],
-                           Path(out_dir), seed, threads)
+        extra.update(pretrain_vision_tower(model.model.vision_tower, images, labelled, model_cfg["vision_pretrain"],
+                                           model.config.vision_feature_layer, seed))
+    if model_cfg.get("align_projector"):
+        # the projector starts where image tokens read as the text scenes of stage 0; stage 1 goes on from there
+        from selectbench.models.projector_align import align_projector
+
+        extra.update(align_projector(model, tokenizer, images, labelled, model_cfg["align_projector"], seed))
+    stage1 = dict(model_cfg["stage1"])
+    records = data.captions() + [r for part in stage1.pop("language_parts", []) for r in data.language(part)]
+    model, summary = train(model, tokenizer, template, images, records, stage1, Path(out_dir), seed, threads)
     return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start},
                     template, model_cfg)
 
@@ -69,8 +86,9 @@ def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_di
     from selectbench.models.assemble import assemble_llava
     from selectbench.training.train import train
 
-    if model_cfg.get("vision_pretrain"):
-        raise ValueError("vision_pretrain is for models built from `arch`; a `pretrained` model brings its tower")
+    for key in ("vision_pretrain", "language_pretrain", "align_projector"):
+        if model_cfg.get(key):
+            raise ValueError(f"{key} is for models built from `arch`; a `pretrained` model brings its own parts")
     start = time.time()
     parts = model_cfg["pretrained"]
     model, tokenizer, processor = assemble_llava(parts, seed)

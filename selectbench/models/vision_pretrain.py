@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 N_CLASSES = 11  # empty + ten digits
 
 
-def _patch_features(tower, pixel_values: torch.Tensor, feature_layer: int) -> torch.Tensor:
+def patch_features(tower, pixel_values: torch.Tensor, feature_layer: int) -> torch.Tensor:
     hidden = tower(pixel_values, output_hidden_states=True).hidden_states[feature_layer]
     return hidden[:, 1:]  # CLS dropped, as LLaVA's "default" feature strategy does
 
@@ -42,14 +42,14 @@ def pretrain_vision_tower(tower: nn.Module, images: ImageLoader, items: list[dic
     tower.train()
     for _ in tqdm(range(cfg["epochs"]), desc="vision pretrain", mininterval=5):
         for batch in np.array_split(rng.permutation(len(train_x)), max(1, len(train_x) // cfg["batch_size"])):
-            logits = head(_patch_features(tower, train_x[batch], feature_layer))
+            logits = head(patch_features(tower, train_x[batch], feature_layer))
             loss = nn.functional.cross_entropy(logits.reshape(-1, N_CLASSES), train_y[batch].reshape(-1))
             opt.zero_grad()
             loss.backward()
             opt.step()
     tower.eval()
     with torch.no_grad():
-        pred = head(_patch_features(tower, val_x, feature_layer)).argmax(-1)
+        pred = head(patch_features(tower, val_x, feature_layer)).argmax(-1)
     accuracy = float((pred == val_y).float().mean())
     log.info("vision tower pretrained: held-out cell accuracy %.3f", accuracy)
     return {"vision_pretrain_cell_accuracy": accuracy, "vision_pretrain_loss": float(loss.detach())}
