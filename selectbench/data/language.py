@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from selectbench.data import questions as Q
+from selectbench.data.embedded import CAPTION_PROMPTS, ask  # embedded imports this module lazily: no cycle
 from selectbench.data.scenes import GRID, Scene
 
 LANGUAGE_STREAM = 2  # a random stream of its own: the pool, captions and evaluation sets do not change
@@ -44,8 +45,6 @@ def language_record(rng: np.random.Generator, families: dict[str, float], rid: s
     """One question about a text scene, its family drawn from `families` (weights): presence or another of the
     pool's families (identify, reading, ...; presence where the scene cannot support it), or one of the stage-1
     caption styles that list the scene ("grid", "set"), so the model also learns to read such scenes out."""
-    from selectbench.data.embedded import CAPTION_PROMPTS, ask
-
     names = list(families)
     weights = np.array([families[f] for f in names], dtype=np.float64)
     family = str(rng.choice(names, p=weights / weights.sum()))

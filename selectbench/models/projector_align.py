@@ -18,7 +18,7 @@ import torch
 
 from selectbench.data.images import ImageLoader
 from selectbench.data.language import EMPTY_CELL
-from selectbench.models.vision_pretrain import patch_features
+from selectbench.models.vision_pretrain import labelled_cells, patch_features
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,11 @@ def align_projector(model, tokenizer, images: ImageLoader, labelled: list[dict],
     embedding; returns the held-out (last 10% of images) nearest-character accuracy and the final loss."""
     torch.manual_seed(seed)
     embeddings = model.get_input_embeddings().weight.detach()[cell_token_ids(tokenizer)]
-    pixels = torch.cat([images.pixel_values([images.load(it["image"]) for it in labelled[k:k + 256]])
-                        for k in range(0, len(labelled), 256)])
-    classes = torch.tensor([[c + 1 for c in it["cells"]] for it in labelled])  # 0 = empty
+    pixels, classes, n_val = labelled_cells(images, labelled)
     tower = model.model.vision_tower.eval()
     with torch.no_grad():
         features = torch.cat([patch_features(tower, pixels[k:k + 256], model.config.vision_feature_layer)
                               for k in range(0, len(pixels), 256)])
-    n_val = max(1, len(labelled) // 10)
     projector = model.model.multi_modal_projector
     projector.requires_grad_(True)  # an earlier stage may have trained the language model alone
     opt = torch.optim.Adam(projector.parameters(), lr=cfg["lr"])

@@ -26,14 +26,20 @@ def patch_features(tower, pixel_values: torch.Tensor, feature_layer: int) -> tor
     return hidden[:, 1:]  # CLS dropped, as LLaVA's "default" feature strategy does
 
 
+def labelled_cells(images: ImageLoader, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Pixels of the labelled images, each cell's class (0 = empty, then digits 0–9), and how many of the last
+    items are held out (10%)."""
+    pixels = torch.cat([images.pixel_values([images.load(it["image"]) for it in items[k:k + 256]])
+                        for k in range(0, len(items), 256)])
+    classes = torch.tensor([[c + 1 for c in it["cells"]] for it in items])
+    return pixels, classes, max(1, len(items) // 10)
+
+
 def pretrain_vision_tower(tower: nn.Module, images: ImageLoader, items: list[dict], cfg: dict[str, Any],
                           feature_layer: int, seed: int) -> dict:
     """Train tower + a throw-away linear head; returns accuracy on the last 10% of items (held out)."""
     torch.manual_seed(seed)
-    pixels = torch.cat([images.pixel_values([images.load(it["image"]) for it in items[k:k + 256]])
-                        for k in range(0, len(items), 256)])
-    labels = torch.tensor([[c + 1 for c in it["cells"]] for it in items])  # 0 = empty
-    n_val = max(1, len(items) // 10)
+    pixels, labels, n_val = labelled_cells(images, items)
     train_x, train_y, val_x, val_y = pixels[:-n_val], labels[:-n_val], pixels[-n_val:], labels[-n_val:]
     head = nn.Linear(tower.config.hidden_size, N_CLASSES)
     params = list(tower.parameters()) + list(head.parameters())
