@@ -347,9 +347,9 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
     _dump(out_dir / "pool.json", pool)
     _dump(out_dir / "captions.json", captions)
     _dump(out_dir / "vision_pretrain.json", cells)
-    language = _write_language(out_dir, cfg)
+    scene_corpus = _write_scene_corpus(out_dir, cfg, train_bank)
     manifest = {"source": "embedded", "pool": "pool.json", "captions": "captions.json", "image_root": "images",
-                "vision_pretrain": "vision_pretrain.json", "language": language,
+                "vision_pretrain": "vision_pretrain.json", "scene_corpus": scene_corpus,
                 "eval": eval_files, "task_validation": validation_files, "positions": list(POSITIONS)}
     _dump(out_dir / "manifest.json", manifest)
     return manifest
@@ -369,16 +369,18 @@ def _write_validation(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str],
     return files
 
 
-def _write_language(out_dir: Path, cfg: dict[str, Any]) -> list[str]:
-    """language/part<k>.json: the text corpus of stage 0, one file per configured part."""
-    from selectbench.data.language import build_language_corpus
+def _write_scene_corpus(out_dir: Path, cfg: dict[str, Any], bank: DigitBank) -> list[str]:
+    """scene_corpus/part<k>.json (images under images/scenes/): the corpus of stage 0, one file per part."""
+    from selectbench.data.scene_corpus import build_scene_corpus
 
-    parts = cfg.get("language_corpus", [])
-    if parts:
-        (out_dir / "language").mkdir(parents=True, exist_ok=True)
+    parts = cfg.get("scene_corpus", [])
+    if not parts:
+        return []
+    (out_dir / "scene_corpus").mkdir(parents=True, exist_ok=True)
     files = []
-    for k, records in enumerate(build_language_corpus(parts, cfg["seed"])):
-        files.append(f"language/part{k}.json")
+    writer = _ImageWriter(out_dir / "images", "scenes", bank)
+    for k, records in enumerate(build_scene_corpus(parts, cfg["seed"], bank, writer)):
+        files.append(f"scene_corpus/part{k}.json")
         _dump(out_dir / files[-1], records)
     return files
 

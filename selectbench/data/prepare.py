@@ -39,12 +39,12 @@ class DataDir:
         name = self.manifest.get("vision_pretrain")
         return json.loads((self.path / name).read_text()) if name else None
 
-    def language(self, part: int) -> list[dict]:
-        """Part `part` of the text-only corpus of stage 0 (embedded default)."""
-        parts = self.manifest.get("language", [])
+    def scene_corpus(self, part: int) -> list[dict]:
+        """Part `part` of the scene corpus of stage 0 (embedded default)."""
+        parts = self.manifest.get("scene_corpus", [])
         if not 0 <= part < len(parts):
-            raise KeyError(f"{self.path / 'manifest.json'}: no language corpus part {part} (has {len(parts)}; set "
-                           "datasets.<d>.embedded.language_corpus)")
+            raise KeyError(f"{self.path / 'manifest.json'}: no scene corpus part {part} (has {len(parts)}; set "
+                           "datasets.<d>.embedded.scene_corpus)")
         return json.loads((self.path / parts[part]).read_text())
 
     def eval_items(self, benchmark: str) -> list[dict]:

@@ -50,14 +50,6 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
     images = ImageLoader(data.image_root, processor)
     start = time.time()
     extra: dict[str, Any] = {}
-    for k, phase in enumerate(model_cfg.get("language_pretrain", [])):
-        # stage 0: the language model's own pretraining, on the dataset's text corpus (Vicuna's role)
-        phase = dict(phase)
-        records = data.language(phase.pop("part"))
-        model, trained = train(model, tokenizer, template, images, records,
-                               {"finetune": "full", "trainable": ["language_model"], **phase},
-                               Path(out_dir) / f"language_{k}", seed, threads)
-        extra[f"language_{k}_loss"] = trained["train_loss"]
     labelled = None
     if model_cfg.get("vision_pretrain") or model_cfg.get("align_projector"):
         labelled = data.vision_pretrain()
@@ -70,12 +62,20 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
         extra.update(pretrain_vision_tower(model.model.vision_tower, images, labelled, model_cfg["vision_pretrain"],
                                            model.config.vision_feature_layer, seed))
     if model_cfg.get("align_projector"):
-        # the projector starts where image tokens read as the text scenes of stage 0; stage 1 goes on from there
+        # image tokens start as the characters of the text that asks about them
         from selectbench.models.projector_align import align_projector
 
         extra.update(align_projector(model, tokenizer, images, labelled, model_cfg["align_projector"], seed))
+    for k, phase in enumerate(model_cfg.get("stage0", [])):
+        # stage 0: the scene corpus, in parts; by default the language model alone (the projector as aligned)
+        phase = dict(phase)
+        records = data.scene_corpus(phase.pop("part"))
+        model, trained = train(model, tokenizer, template, images, records,
+                               {"finetune": "full", "trainable": ["language_model"], **phase},
+                               Path(out_dir) / f"stage0_{k}", seed, threads)
+        extra[f"stage0_{k}_loss"] = trained["train_loss"]
     stage1 = dict(model_cfg["stage1"])
-    records = data.captions() + [r for part in stage1.pop("language_parts", []) for r in data.language(part)]
+    records = data.captions() + [r for part in stage1.pop("scene_parts", []) for r in data.scene_corpus(part)]
     model, summary = train(model, tokenizer, template, images, records, stage1, Path(out_dir), seed, threads)
     return _publish(model, tokenizer, processor, Path(out_dir), {**summary, **extra, "wall_s": time.time() - start},
                     template, model_cfg)
@@ -86,7 +86,7 @@ def _pretrained_base(data: DataDir, model_cfg: dict[str, Any], seed: int, out_di
     from selectbench.models.assemble import assemble_llava
     from selectbench.training.train import train
 
-    for key in ("vision_pretrain", "language_pretrain", "align_projector"):
+    for key in ("vision_pretrain", "stage0", "align_projector"):
         if model_cfg.get(key):
             raise ValueError(f"{key} is for models built from `arch`; a `pretrained` model brings its own parts")
     start = time.time()

@@ -15,10 +15,10 @@ def base(tmp_path_factory, tiny_data, tiny_config):
     out = tmp_path_factory.mktemp("base")
     build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], out / "tokenizer")
     summary = train_base(tiny_data, out / "tokenizer", tiny_config["models"]["target"], 0, out / "target", 1)
-    # stage 1 trains on the captions and the text part the tiny config keeps beside them, after stage 0 (two text
-    # phases) and the projector alignment
-    assert summary["examples"] == len(tiny_data.captions()) + len(tiny_data.language(2))
-    assert {"language_0_loss", "language_1_loss", "projector_align_accuracy"} <= set(summary)
+    # stage 1 trains on the captions and the scene part kept beside them, after the projector alignment and stage 0
+    # (two phases on the scene corpus)
+    assert summary["examples"] == len(tiny_data.captions()) + len(tiny_data.scene_corpus(2))
+    assert {"stage0_0_loss", "stage0_1_loss", "projector_align_accuracy"} <= set(summary)
     return out / "target"
 
 

@@ -85,11 +85,3 @@ def test_bad_config_is_rejected_before_anything_runs(tmp_path, override, message
     assert run.returncode != 0
     assert message in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()
-
-
-def test_the_stage0_overlay_validates_and_plans(tmp_path):
-    """config/stage0.yaml on the embedded default passes the schema and plans the same jobs."""
-    run = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(ROOT / "config" / "stage0.yaml"),
-                    timeout=120)
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "base_model" in run.stdout and not (tmp_path / "results").exists()
