@@ -9,12 +9,16 @@ frozen for the presence-only part so that the language model learns membership o
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from selectbench.data import questions as Q
-from selectbench.data.embedded import CAPTION_PROMPTS, ask  # embedded imports this module lazily: no cycle
+from selectbench.data.embedded import (  # embedded imports this module lazily: no cycle
+    CAPTION_PROMPTS,
+    ask,
+)
 from selectbench.data.scenes import GRID, DigitBank, Scene
 
 SCENE_STREAM = 2  # a random stream of its own: the pool, captions and evaluation sets do not change
