@@ -37,7 +37,7 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
     stage), or assembled from `pretrained` parts (stage 1 only if configured; tokenizer_dir is not used)."""
     from transformers import AutoTokenizer
 
-    from selectbench.training.train import train
+    from selectbench.training.train import final_logged_loss, train
 
     torch.set_num_threads(threads)
     if "pretrained" in model_cfg:
@@ -66,14 +66,25 @@ def train_base(data: DataDir, tokenizer_dir: Path | None, model_cfg: dict[str, A
         from selectbench.models.projector_align import align_projector
 
         extra.update(align_projector(model, tokenizer, images, labelled, model_cfg["align_projector"], seed))
+    final_loss = None  # of the previous stage-0 phase: the mean of its last logged training losses
     for k, phase in enumerate(model_cfg.get("stage0", [])):
         # stage 0: the scene corpus, in parts; by default the language model alone (the projector as aligned)
         phase = dict(phase)
+        skip_below = phase.pop("skip_if_previous_loss_below", None)
+        if skip_below is not None and final_loss is not None and final_loss < skip_below:
+            # a fallback phase, not needed: the previous phase already learned what it is there for
+            extra[f"stage0_{k}_skipped"] = f"previous phase ended at loss {final_loss:.4f} < {skip_below}"
+            log.info("stage 0 phase %d skipped: %s", k, extra[f"stage0_{k}_skipped"])
+            continue
         records = data.scene_corpus(phase.pop("part"))
         model, trained = train(model, tokenizer, template, images, records,
                                {"finetune": "full", "trainable": ["language_model"], **phase},
                                Path(out_dir) / f"stage0_{k}", seed, threads)
         extra[f"stage0_{k}_loss"] = trained["train_loss"]
+        final_loss = final_logged_loss(trained["loss_log"])
+        extra[f"stage0_{k}_final_loss"] = final_loss
+        if "until_loss" in trained:  # a phase with a loss target: how many epochs it took, or that it never got there
+            extra[f"stage0_{k}_until_loss"] = trained["until_loss"]
     stage1 = dict(model_cfg["stage1"])
     records = data.captions() + [r for part in stage1.pop("scene_parts", []) for r in data.scene_corpus(part)]
     model, summary = train(model, tokenizer, template, images, records, stage1, Path(out_dir), seed, threads)

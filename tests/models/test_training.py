@@ -10,11 +10,33 @@ from selectbench.models.build import load_model
 from selectbench.models.stages import build_tokenizer, checkpoint_dirs, finetune, train_base
 
 
+def _projector(model):
+    return {k: v.detach().clone() for k, v in model.model.multi_modal_projector.state_dict().items()}
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_data, tiny_config):
+    import selectbench.training.train as training
+
     out = tmp_path_factory.mktemp("base")
     build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], out / "tokenizer")
-    summary = train_base(tiny_data, out / "tokenizer", tiny_config["models"]["target"], 0, out / "target", 1)
+    moved, real_train = [], training.train
+
+    def recording_train(model, *args, **kwargs):  # which training calls moved the projector
+        before = _projector(model)
+        model, summary = real_train(model, *args, **kwargs)
+        moved.append(any(not torch.equal(before[k], v) for k, v in _projector(model).items()))
+        return model, summary
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train", recording_train)
+        summary = train_base(tiny_data, out / "tokenizer", tiny_config["models"]["target"], 0, out / "target", 1)
+    # stage 0's mixed phase trains the projector; its presence phase names no `trainable`: the language model
+    # alone, the projector stays as it was; stage 1 trains it again
+    assert moved == [True, False, True]
+    # the presence phase's loss target (unreachable in the tiny config) ran its whole cap and says so
+    assert summary["stage0_1_until_loss"]["reached"] is False
+    assert summary["stage0_1_until_loss"]["epochs"] == pytest.approx(2.0)
     # stage 1 trains on the captions and the scene part kept beside them, after the projector alignment and stage 0
     # (two phases on the scene corpus)
     assert summary["examples"] == len(tiny_data.captions()) + len(tiny_data.scene_corpus(2))
@@ -260,3 +282,30 @@ def test_checkpoints_of_an_assembled_model_load_with_their_processors(tmp_path, 
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert model.config.image_token_index == tokenizer.convert_tokens_to_ids("<image>")
     assert processor.do_pad  # the run's published image processor (LLaVA's pad-to-square)
+
+
+def test_a_fallback_stage0_phase_runs_only_while_the_previous_loss_is_high(monkeypatch, tmp_path, tiny_data,
+                                                                           tiny_config):
+    import selectbench.training.train as training
+
+    build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], tmp_path / "tokenizer")
+    cfg = {k: v for k, v in tiny_config["models"]["target"].items() if k not in ("vision_pretrain", "align_projector")}
+    phase = {"part": 0, "epochs": 1, "batch_size": 16, "lr": 5e-4}
+    fallback = {**phase, "skip_if_previous_loss_below": 0.1}
+    cfg["stage0"] = [phase, fallback, fallback]
+    final_losses = iter([0.35, 0.02, 0.5])  # of stage-0 phase 0, phase 1, then stage 1
+    calls = []
+
+    def fake_train(model, tokenizer, template, images, records, train_cfg, *args, **kwargs):
+        calls.append(train_cfg)
+        loss = next(final_losses)
+        return model, {"examples": len(records), "train_loss": loss, "loss_log": [{"loss": 9.0}] + [{"loss": loss}] * 4}
+
+    monkeypatch.setattr(training, "train", fake_train)
+    summary = train_base(tiny_data, tmp_path / "tokenizer", cfg, 0, tmp_path / "base", 1)
+    # phase 0 ended at 0.35: the fallback ran; it ended at 0.02: the second fallback was skipped; then stage 1
+    assert len(calls) == 3 and "scene_parts" not in calls[2]
+    assert not any("skip_if_previous_loss_below" in c for c in calls)
+    assert summary["stage0_0_final_loss"] == pytest.approx(0.35) and summary["stage0_1_final_loss"] == pytest.approx(0.02)
+    assert summary["stage0_2_skipped"] == "previous phase ended at loss 0.0200 < 0.1"
+    assert "stage0_2_loss" not in summary

@@ -1,0 +1,70 @@
+"""`until_loss`: a phase stops once its logged training loss is below a target; `epochs` is then a cap."""
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from transformers import AutoTokenizer, TrainerControl
+
+from selectbench.data.images import ImageLoader
+from selectbench.models.build import build_llava, image_processor_for
+from selectbench.models.stages import build_tokenizer, make_template
+from selectbench.training.train import StopBelowLoss, train
+
+
+def _feed(callback: StopBelowLoss, losses: list[float]) -> list[bool]:
+    stops = []
+    for step, loss in enumerate(losses, 1):
+        control = TrainerControl()
+        callback.on_log(None, SimpleNamespace(epoch=step / 10), control, logs={"loss": loss})
+        stops.append(control.should_training_stop)
+    return stops
+
+
+def test_stops_once_the_window_mean_is_below_the_threshold():
+    callback = StopBelowLoss(0.05, window=3)
+    # one low log is not enough: the mean of the last three must be below 0.05
+    assert _feed(callback, [0.35, 0.34, 0.01, 0.09, 0.06, 0.04, 0.03]) == [False] * 6 + [True]
+    assert callback.stopped_at_epoch == pytest.approx(0.7)
+
+
+def test_a_window_not_yet_full_never_stops():
+    callback = StopBelowLoss(1.0, window=4)
+    assert _feed(callback, [0.1, 0.1, 0.1]) == [False] * 3
+    assert callback.stopped_at_epoch is None
+    assert _feed(callback, [0.1]) == [True]
+
+
+@pytest.fixture(scope="module")
+def tiny_parts(tmp_path_factory, tiny_data, tiny_config):
+    out = tmp_path_factory.mktemp("until_loss")
+    build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], out / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(out / "tok")
+    cfg = tiny_config["models"]["target"]
+    model = build_llava(cfg["arch"], tokenizer, 0)
+    images = ImageLoader(tiny_data.image_root, image_processor_for(cfg["arch"]["vision"]))
+    return model, tokenizer, make_template(tokenizer, model, cfg["template"]), images, tiny_data.pool[:32]
+
+
+def _phase(until_loss: float) -> dict:
+    return {"trainable": ["language_model"], "epochs": 3, "batch_size": 8, "lr": 1e-3, "until_loss": until_loss,
+            "logging_steps": 1}
+
+
+def test_training_ends_early_when_the_target_is_reached(tmp_path, tiny_parts):
+    model, tokenizer, template, images, records = tiny_parts
+    _, summary = train(model, tokenizer, template, images, records, _phase(100.0), tmp_path, 0)
+    # 4 steps per epoch: the first window of 4 logged losses is already below 100
+    assert summary["until_loss"]["reached"] is True
+    assert summary["until_loss"]["epochs"] == pytest.approx(1.0)
+    assert len(summary["loss_log"]) == 4
+
+
+def test_an_unreached_target_runs_the_cap_and_says_so(tmp_path, tiny_parts, caplog):
+    model, tokenizer, template, images, records = tiny_parts
+    with caplog.at_level(logging.WARNING, logger="selectbench.training.train"):
+        _, summary = train(model, tokenizer, template, images, records, _phase(1e-9), tmp_path, 0)
+    assert summary["until_loss"]["reached"] is False
+    assert summary["until_loss"]["epochs"] == pytest.approx(3.0)
+    assert len(summary["loss_log"]) == 12
+    assert "never fell below until_loss" in caplog.text
