@@ -247,10 +247,11 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         disable_tqdm=False,
     )
     stop = StopBelowLoss(cfg["until_loss"]) if cfg.get("until_loss") else None
+    callbacks = (callbacks or []) + ([stop] if stop else [])
     trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                           data_collator=Collator(tokenizer.pad_token_id, images),
-                          optimizers=(_optimizer(model, cfg), None), callbacks=(callbacks or []) + ([stop] if stop else []))
+                          optimizers=(_optimizer(model, cfg), None), callbacks=callbacks)
     # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
     with args.main_process_first(desc="checkpoint check"):
         last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))

@@ -306,6 +306,7 @@ def test_a_fallback_stage0_phase_runs_only_while_the_previous_loss_is_high(monke
     # phase 0 ended at 0.35: the fallback ran; it ended at 0.02: the second fallback was skipped; then stage 1
     assert len(calls) == 3 and "scene_parts" not in calls[2]
     assert not any("skip_if_previous_loss_below" in c for c in calls)
-    assert summary["stage0_0_final_loss"] == pytest.approx(0.35) and summary["stage0_1_final_loss"] == pytest.approx(0.02)
+    assert summary["stage0_0_final_loss"] == pytest.approx(0.35)
+    assert summary["stage0_1_final_loss"] == pytest.approx(0.02)
     assert summary["stage0_2_skipped"] == "previous phase ended at loss 0.0200 < 0.1"
     assert "stage0_2_loss" not in summary
