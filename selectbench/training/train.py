@@ -178,21 +178,21 @@ def final_logged_loss(loss_log: list[dict], window: int = LOSS_WINDOW) -> float 
 
 
 class StopBelowLoss(TrainerCallback):
-    """Ends training once the mean logged training loss of the last `window` logs is below `threshold`: for a
-    phase whose loss sits on a plateau for a number of steps that varies with the seed before it drops (stage 0's
-    presence questions), `epochs` is then a cap, not a schedule."""
+    """Ends training once final_logged_loss (the mean of the last `window` logged training losses) is below
+    `threshold`: for a phase whose loss sits on a plateau for a number of steps that varies with the seed before it
+    drops (stage 0's presence questions), `epochs` is then a cap, not a schedule. Reads the trainer's own log
+    history (restored on resume), so it keeps no losses of its own."""
 
     def __init__(self, threshold: float, window: int = LOSS_WINDOW):
         self.threshold, self.window = threshold, window
-        self.losses: list[float] = []
         self.stopped_at_epoch: float | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.losses = (self.losses + [float(logs["loss"])])[-self.window:]
-            if len(self.losses) == self.window and sum(self.losses) / self.window < self.threshold:
-                self.stopped_at_epoch = state.epoch
-                control.should_training_stop = True
+        logged = [h for h in state.log_history if "loss" in h]
+        if logs and "loss" in logs and len(logged) >= self.window and \
+                final_logged_loss(logged, self.window) < self.threshold:
+            self.stopped_at_epoch = state.epoch
+            control.should_training_stop = True
         return control
 
 
@@ -269,10 +269,11 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
                "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime"),
                "loss_log": [h for h in trainer.state.log_history if "loss" in h]}
     if stop is not None:
+        last = [h["loss"] for h in summary["loss_log"][-stop.window:]]
         summary["until_loss"] = {"threshold": stop.threshold, "reached": stop.stopped_at_epoch is not None,
                                  "epochs": stop.stopped_at_epoch if stop.stopped_at_epoch is not None
-                                 else trainer.state.epoch, "last_losses": stop.losses}
+                                 else trainer.state.epoch, "last_losses": last}
         if stop.stopped_at_epoch is None:
             log.warning("training loss never fell below until_loss %s in %s epochs (last logged: %s)", stop.threshold,
-                        cfg["epochs"], ", ".join(f"{x:.3f}" for x in stop.losses))
+                        cfg["epochs"], ", ".join(f"{x:.3f}" for x in last))
     return model, summary

@@ -12,11 +12,16 @@ from selectbench.models.stages import build_tokenizer, make_template
 from selectbench.training.train import StopBelowLoss, train
 
 
-def _feed(callback: StopBelowLoss, losses: list[float]) -> list[bool]:
+def _feed(callback: StopBelowLoss, losses: list[float], history: list[dict] | None = None) -> list[bool]:
+    """Log each loss as the Trainer does: appended to the state's log history, then on_log."""
+    history = [] if history is None else history
     stops = []
-    for step, loss in enumerate(losses, 1):
+    for loss in losses:
+        history.append({"loss": loss})
+        history.append({"eval_loss": 9.0})  # other log entries are not training losses
         control = TrainerControl()
-        callback.on_log(None, SimpleNamespace(epoch=step / 10), control, logs={"loss": loss})
+        state = SimpleNamespace(epoch=len(history) / 20, log_history=history)
+        callback.on_log(None, state, control, logs={"loss": loss})
         stops.append(control.should_training_stop)
     return stops
 
@@ -29,10 +34,10 @@ def test_stops_once_the_window_mean_is_below_the_threshold():
 
 
 def test_a_window_not_yet_full_never_stops():
-    callback = StopBelowLoss(1.0, window=4)
-    assert _feed(callback, [0.1, 0.1, 0.1]) == [False] * 3
+    callback, history = StopBelowLoss(1.0, window=4), []
+    assert _feed(callback, [0.1, 0.1, 0.1], history) == [False] * 3
     assert callback.stopped_at_epoch is None
-    assert _feed(callback, [0.1]) == [True]
+    assert _feed(callback, [0.1], history) == [True]
 
 
 @pytest.fixture(scope="module")
