@@ -1,7 +1,9 @@
-# Data selection for visual instruction tuning: score → select → train target → evaluate → tables/plots.
-# The embedded default runs on a laptop CPU in minutes; paper scale uses the same rules with another config:
+# Data selection for visual instruction tuning: prepare → base models → proxy fine-tune → features → score →
+# select → train targets → evaluate → tables/plots. The embedded default runs on a laptop CPU in minutes; paper
+# scale uses the same rules with another config:
 #   snakemake --cores all                                   (config/default.yaml)
 #   snakemake --cores all --profile slurm                   (config/paper.yaml on a SLURM GPU cluster)
+# Each stage is one rules/<stage>.smk, its code selectbench/<stage>/ (README, "Where things are").
 import os
 
 from snakemake.utils import min_version, validate
@@ -24,9 +26,22 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/features.smk"
 include: "rules/selection.smk"
-include: "rules/target.smk"
-include: "rules/evaluate.smk"
+include: "rules/training.smk"
+include: "rules/evaluation.smk"
 include: "rules/report.smk"
+include: "rules/embedded.smk"
+
+
+# Seconds-long steps run where Snakemake runs, never queued on a cluster.
+localrules:
+    all,
+    embedded_parts,
+    pack_parts,
+    select,
+    score,
+    export_subset,
+    feature_gather,
+    report,
 
 
 rule all:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features import FEATURES
 from selectbench.features.gradients import gradient_features, load_warm_model, per_example_losses_sum
 from selectbench.features.passes import shard_batches_for

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features.attention import BatchLayout
 from selectbench.features.sharding import plan_batches
 from selectbench.features.trajectories import trajectories_for_checkpoint
 from selectbench.models.build import load_checkpoint
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
 

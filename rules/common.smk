@@ -4,13 +4,19 @@ import os
 import sys
 from pathlib import Path
 
-from selectbench import cluster
+from snakemake.settings.types import DeploymentMethod
+
+from selectbench import cluster, registry
+from selectbench.config import check_seams, settings_file
 from selectbench.features import FEATURES, spec_label
+from selectbench.models.locate import fingerprint
 from selectbench.selection.registry import Instance, discover, expand, reference_method
 
-# Jobs call `python -m selectbench.cli`: without --use-conda that is the interpreter running Snakemake (its
-# bin folder goes first on PATH, so a virtual environment works unactivated); with it, the rule's conda env.
-shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
+# Jobs call `python -m selectbench.cli`: by default that is the interpreter running Snakemake (its bin folder goes
+# first on PATH, so a virtual environment works unactivated); with --use-conda, the rule's conda env's python.
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+if not USE_CONDA:
+    shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
 METHODS_DIR = str(Path(workflow.basedir) / "methods")
 # With --use-conda every job runs in this env (relative to rules/): the CPU one, or envs/paper.yaml at scale.
 CONDA_ENV = config.get("conda_env", "../envs/selectbench.yaml")
@@ -50,6 +56,7 @@ def _check_benchmarks():
 
 
 _check_benchmarks()
+check_seams(config)
 
 # Instances that select with evaluation-task data (e.g. gradient target=validation): marked in the tables.
 TASK_AWARE = sorted(label for label, inst in INSTANCES.items()
@@ -115,7 +122,7 @@ def fmt_ratio(ratio):
 
 def instance_json(label):
     inst = INSTANCES[label]
-    return json.dumps({"label": inst.label, "method": inst.method, "params": inst.param_dict})
+    return settings(f"instance.{label}", {"label": inst.label, "method": inst.method, "params": inst.param_dict})
 
 
 def artifact_inputs(wildcards):
@@ -167,7 +174,7 @@ def final_outputs():
 
 
 def _with_tokenizer(wildcards, needed):
-    """The data folder, and the dataset's tokenizer where a model is built here (pretrained ones bring their own)."""
+    """The data folder, and the dataset's tokenizer where a builder trains on it (pretrained ones bring their own)."""
     out = {"data": f"results/{wildcards.dataset}/data"}
     if needed:
         out["tokenizer"] = f"results/{wildcards.dataset}/tokenizer"
@@ -175,11 +182,18 @@ def _with_tokenizer(wildcards, needed):
 
 
 def base_model_inputs(wildcards):
-    return _with_tokenizer(wildcards, "arch" in config["models"][wildcards.role])
+    return _with_tokenizer(wildcards, registry.needs_tokenizer("builder", config["models"][wildcards.role].get("builder")))
 
 
 def clip_inputs(wildcards):
-    return _with_tokenizer(wildcards, not config["clip"].get("pretrained"))
+    return _with_tokenizer(wildcards, registry.needs_tokenizer("clip_builder", config["clip"].get("builder")))
+
+
+def parts_fingerprint(section):
+    """Digests of the pretrained parts a section names (shipped or local folders by content), so that a rebuilt or
+    replaced part re-runs what was built from it."""
+    names = [v for v in (section or {}).values() if isinstance(v, str)]
+    return {name: fingerprint(name) for name in sorted(names)}
 
 
 def tokenizer_arg(wildcards, input):
@@ -187,5 +201,10 @@ def tokenizer_arg(wildcards, input):
     return f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else ""
 
 
+def settings(name, section):
+    """A config section for a job: "@<file>" naming its content-addressed settings file (selectbench.config)."""
+    return f"@{settings_file(name, section)}"
+
+
 def model_config(role):
-    return json.dumps(config["models"][role])
+    return settings(f"models.{role}", config["models"][role])

@@ -1,8 +1,9 @@
 rule prepare_data:
+    """The dataset from its source (selectbench.registry), validated and published as one data folder."""
     output:
         directory("results/{dataset}/data"),
     params:
-        cfg=lambda w: json.dumps(config["datasets"][w.dataset]),
+        cfg=lambda w: settings(f"datasets.{w.dataset}", config["datasets"][w.dataset]),
     resources:
         **rule_resources("prepare_data"),
     conda:
@@ -12,4 +13,4 @@ rule prepare_data:
     benchmark:
         "results/benchmarks/{dataset}/prepare_data.tsv"
     shell:
-        "python -m selectbench.cli prepare --dataset-config {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m selectbench.cli prepare --dataset-config {params.cfg} --out {output} > {log} 2>&1"

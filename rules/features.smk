@@ -21,7 +21,7 @@ rule feature_shard:
         "results/benchmarks/{dataset}/feature_{feature}_{spec}_shard{shard}-of-{shards}.tsv"
     shell:
         "python -m selectbench.cli feature-shard --feature {wildcards.feature} --spec {params.spec:q}"
-        " --data {input.pool} --inputs {params.inputs:q} --model-config {params.cfg:q}"
+        " --data {input.pool} --inputs {params.inputs:q} --model-config {params.cfg}"
         " --shard {wildcards.shard} --shards {wildcards.shards} --batch-size {params.batch}"
         " --device {params.device} --out {output} --threads {threads} > {log} 2>&1"
 

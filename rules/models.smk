@@ -1,10 +1,11 @@
 rule tokenizer:
+    """A tokenizer fitted to the dataset, for builders that train on it (the embedded parts recipe)."""
     input:
         data="results/{dataset}/data",
     output:
         directory("results/{dataset}/tokenizer"),
     params:
-        vocab=config["tokenizer"]["vocab_size"],
+        vocab=lambda w: config["tokenizer"]["vocab_size"],
     resources:
         **rule_resources("tokenizer"),
     conda:
@@ -18,8 +19,8 @@ rule tokenizer:
 
 
 rule base_model:
-    """The starting model of a role (proxy or target), once per dataset: built from `arch` and trained on the
-    captions (stage 1), or assembled from `pretrained` parts (stage 1 only if configured)."""
+    """The starting model of a role (proxy or target), once per dataset, by the builder its config names: loaded or
+    assembled from `pretrained` parts (stage 1 only if configured), or built by a recipe."""
     input:
         unpack(base_model_inputs),
     output:
@@ -27,6 +28,7 @@ rule base_model:
         summary="results/{dataset}/base/{role}/train_summary.json",
     params:
         cfg=lambda w: model_config(w.role),
+        parts=lambda w: parts_fingerprint(config["models"][w.role].get("pretrained")),
         out=lambda w, output: os.path.dirname(output.summary),
         tokenizer=tokenizer_arg,
         launch=launcher("base_model"),
@@ -40,7 +42,7 @@ rule base_model:
     benchmark:
         "results/benchmarks/{dataset}/base_{role}.tsv"
     shell:
-        "{params.launch} -m selectbench.cli base --data {input.data} {params.tokenizer} --model-config {params.cfg:q}"
+        "{params.launch} -m selectbench.cli base --data {input.data} {params.tokenizer} --model-config {params.cfg}"
         " --out {params.out} --threads {threads} > {log} 2>&1"
 
 
@@ -66,18 +68,19 @@ rule proxy_finetune:
     benchmark:
         "results/benchmarks/{dataset}/proxy_finetune.tsv"
     shell:
-        "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg:q}"
+        "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg}"
         " --out {params.out} --checkpoint-list {output} --threads {threads} > {log} 2>&1"
 
 
 rule clip_model:
-    """CLIP for clip_score: a pretrained one named in the config, or a tiny one trained once on the captions."""
+    """CLIP for clip_score, from the CLIP builder the config names: a pretrained one, or one trained here."""
     input:
         unpack(clip_inputs),
     output:
         "results/{dataset}/clip/model.json",
     params:
-        cfg=json.dumps(config["clip"]),
+        cfg=settings("clip", config["clip"]),
+        parts=parts_fingerprint({"pretrained": config["clip"].get("pretrained")}),
         model_dir=lambda w, output: os.path.join(os.path.dirname(output[0]), "model"),
         tokenizer=tokenizer_arg,
     threads: threads_for("clip_model")
@@ -90,7 +93,7 @@ rule clip_model:
     benchmark:
         "results/benchmarks/{dataset}/clip_model.tsv"
     shell:
-        "python -m selectbench.cli clip --data {input.data} {params.tokenizer} --config {params.cfg:q}"
+        "python -m selectbench.cli clip --data {input.data} {params.tokenizer} --config {params.cfg}"
         " --model-dir {params.model_dir} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -117,5 +120,5 @@ rule gradient_warmup:
     benchmark:
         "results/benchmarks/{dataset}/gradient_warmup.tsv"
     shell:
-        "{params.launch} -m selectbench.cli gradient-warmup --data {input.data} --base {params.base} --model-config {params.cfg:q}"
+        "{params.launch} -m selectbench.cli gradient-warmup --data {input.data} --base {params.base} --model-config {params.cfg}"
         " --warmup {params.warmup:q} --out-dir {params.out} --out {output} --threads {threads} > {log} 2>&1"

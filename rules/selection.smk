@@ -20,7 +20,7 @@ rule score:
         "results/benchmarks/{dataset}/score_{instance}.tsv"
     shell:
         "python -m selectbench.cli score --methods-dir {params.methods} --data {input.data} --dataset {wildcards.dataset}"
-        " --instance {params.instance:q} --artifacts {params.artifacts:q} --out {output}"
+        " --instance {params.instance} --artifacts {params.artifacts:q} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule select:
         "results/benchmarks/{dataset}/select_{instance}_r{ratio}_s{seed}.tsv"
     shell:
         "python -m selectbench.cli select --methods-dir {params.methods} --data {input.data} --dataset {wildcards.dataset}"
-        " --instance {params.instance:q} --scores {input.scores} --ratio {wildcards.ratio}"
+        " --instance {params.instance} --scores {input.scores} --ratio {wildcards.ratio}"
         " --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 

@@ -1,7 +1,8 @@
 """Command line of the pipeline steps; every Snakemake rule calls one of these subcommands.
 
-Configuration reaches a step as JSON (the rule's params), so a config change re-runs exactly the steps it
-affects and a step can be re-run by hand from its log line.
+Configuration reaches a step as JSON: inline, or "@file.json" naming a settings file the workflow wrote
+(results/settings/, content-addressed, so a config change re-runs exactly the steps it affects and the command
+line stays short). A step can be re-run by hand from its log line.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from selectbench.data.prepare import DataDir
-
-
-def _json(text: str):
-    return json.loads(text)
+from selectbench.config import read_settings
+from selectbench.data.datadir import DataDir
+from selectbench.io import atomic_write_json
 
 
 def cmd_prepare(a) -> None:
@@ -27,13 +26,13 @@ def cmd_prepare(a) -> None:
 
 
 def cmd_tokenizer(a) -> None:
-    from selectbench.models.stages import build_tokenizer
+    from selectbench.embedded.tokenizer import build_tokenizer
 
     build_tokenizer(DataDir(a.data), a.vocab_size, Path(a.out))
 
 
 def cmd_base(a) -> None:
-    from selectbench.models.stages import train_base
+    from selectbench.training.stages import train_base
 
     tokenizer = Path(a.tokenizer) if a.tokenizer else None  # pretrained models bring their own
     s = train_base(DataDir(a.data), tokenizer, a.model_config, a.seed, Path(a.out), a.threads)
@@ -42,7 +41,7 @@ def cmd_base(a) -> None:
 
 
 def cmd_finetune(a) -> None:
-    from selectbench.models.stages import finetune
+    from selectbench.training.stages import finetune
 
     rows = json.loads(Path(a.subset).read_text())["rows"] if a.subset else None
     s = finetune(DataDir(a.data), Path(a.base), rows, a.model_config, a.seed, Path(a.out), a.threads)
@@ -50,7 +49,7 @@ def cmd_finetune(a) -> None:
     from selectbench.training.train import is_main_process
 
     if a.checkpoint_list and is_main_process():
-        from selectbench.models.stages import checkpoint_dirs
+        from selectbench.training.stages import checkpoint_dirs
 
         dirs = [str(p) for p in checkpoint_dirs(Path(a.out))]
         if not dirs:
@@ -85,19 +84,10 @@ def cmd_export_subset(a) -> None:
 
 
 def cmd_clip(a) -> None:
-    pretrained = a.config.get("pretrained")
-    source = pretrained
-    if not pretrained:
-        from selectbench.models.clip import train_clip
+    from selectbench.models.clip import clip_pointer
 
-        if not a.tokenizer:
-            raise SystemExit("clip: training a CLIP here needs --tokenizer (or set clip.pretrained)")
-        train_clip(DataDir(a.data), Path(a.tokenizer), a.config, a.config.get("seed", 0), Path(a.model_dir),
-                   a.threads)
-        source = str(Path(a.model_dir).resolve())
-    tmp = Path(a.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"source": source, "trained_here": not pretrained}))
-    tmp.rename(a.out)
+    atomic_write_json(Path(a.out), clip_pointer(DataDir(a.data), Path(a.tokenizer) if a.tokenizer else None,
+                                                a.config, Path(a.model_dir), a.threads))
 
 
 def cmd_gradient_warmup(a) -> None:
@@ -105,9 +95,7 @@ def cmd_gradient_warmup(a) -> None:
 
     summary = run_warmup(DataDir(a.data), Path(a.base), a.model_config, a.warmup, Path(a.out_dir), a.threads)
     logging.info("gradient warm-up: %d rows, loss %.4f", summary["rows"], summary["train_loss"])
-    tmp = Path(a.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"base": str(Path(a.base).resolve()), "warmup": str(Path(a.out_dir).resolve())}))
-    tmp.rename(a.out)
+    atomic_write_json(Path(a.out), {"base": str(Path(a.base).resolve()), "warmup": str(Path(a.out_dir).resolve())})
 
 
 def cmd_feature_shard(a) -> None:
@@ -129,15 +117,12 @@ def cmd_feature_gather(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    if a.backend == "lmms_eval":
-        from selectbench.evaluation.lmms import evaluate_lmms
+    from selectbench import registry
+    from selectbench.evaluation.evaluators import EvalJob
 
-        rows = evaluate_lmms(Path(a.model), a.benchmarks, a.lmms_config, a.key, Path(a.out), Path(a.predictions))
-    else:
-        from selectbench.evaluation.run import evaluate
-
-        rows = evaluate(Path(a.model), DataDir(a.data), a.benchmarks, a.template, a.key, Path(a.out),
-                        Path(a.predictions), a.batch_size, a.threads)
+    job = EvalJob(Path(a.model), Path(a.data), a.benchmarks, a.template, a.key, Path(a.out), Path(a.predictions),
+                  a.batch_size, a.threads, a.settings)
+    rows = registry.load("evaluator", a.backend, "evaluation.backend")(job)
     for r in rows:
         logging.info("%s %s = %.2f", r["benchmark"], r["metric"], r["value"])
 
@@ -170,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return p
 
     req = {"required": True}
-    js = {"required": True, "type": _json}
+    js = {"required": True, "type": read_settings}
     add("prepare", cmd_prepare, ("--dataset-config", js), ("--out", req))
     add("tokenizer", cmd_tokenizer, ("--data", req), ("--vocab-size", {"type": int, **req}), ("--out", req))
     add("base", cmd_base, ("--data", req), ("--tokenizer", {"default": None}), ("--model-config", js),
@@ -179,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--model-config", js), ("--seed", {"type": int, "default": 0}), ("--out", req),
         ("--checkpoint-list", {"default": None}), ("--threads", {"type": int, "default": 1}))
     common_sel = [("--methods-dir", req), ("--data", req), ("--dataset", req), ("--instance", js),
-                  ("--config", {"type": _json, "default": {}})]
-    add("score", cmd_score, *common_sel, ("--artifacts", {"type": _json, "default": {}}), ("--out", req),
+                  ("--config", {"type": read_settings, "default": {}})]
+    add("score", cmd_score, *common_sel, ("--artifacts", {"type": read_settings, "default": {}}), ("--out", req),
         ("--threads", {"type": int, "default": 1}))
     add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
         ("--seed", {"type": int, **req}), ("--out", req))
@@ -197,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     add("evaluate", cmd_evaluate, ("--model", req), ("--data", req), ("--benchmarks", {"nargs": "+", **req}),
         ("--template", js), ("--key", js), ("--out", req), ("--predictions", req),
         ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}),
-        ("--backend", {"choices": ["builtin", "lmms_eval"], "default": "builtin"}),
-        ("--lmms-config", {"type": _json, "default": {}}))
+        ("--backend", {"default": "builtin"}), ("--settings", {"type": read_settings, "default": {}}))
     add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
         ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}))

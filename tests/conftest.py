@@ -29,16 +29,19 @@ def _merge(base: dict, new: dict) -> None:
 
 
 TINY = ROOT / "tests" / "tiny.yaml"
+TINY_RECIPE = ROOT / "tests" / "tiny_recipe.yaml"
 
 
 @pytest.fixture(scope="session")
 def tiny_config() -> dict:
-    return load_config(TINY)
+    """The tiny pool with the digits recipe at tiny sizes: models built from nothing in seconds."""
+    return load_config(TINY, TINY_RECIPE)
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory, tiny_config):
-    from selectbench.data.prepare import DataDir, prepare
+    from selectbench.data.datadir import DataDir
+    from selectbench.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("data") / "digits"
     prepare(tiny_config["datasets"]["digits"], out)

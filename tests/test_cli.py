@@ -4,8 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from selectbench.cli import main
-from selectbench.models.stages import build_tokenizer, train_base
+from selectbench.embedded.tokenizer import build_tokenizer
+from selectbench.training.stages import train_base
 
 
 def test_proxy_finetune_lists_its_checkpoints(tmp_path, tiny_data, tiny_config):
@@ -32,10 +35,19 @@ def test_prepare_error_names_the_file(tmp_path):
 
 
 def test_clip_step_points_at_a_pretrained_clip_without_training(tmp_path, tiny_data):
-    """Paper scale names a pretrained CLIP (a local folder or a cached Hub id): the step only records it."""
-    main(["clip", "--data", str(tiny_data.path), "--tokenizer", str(tmp_path / "unused"), "--config",
-          json.dumps({"pretrained": "/models/clip-vit-large-patch14-336"}), "--model-dir", str(tmp_path / "m"),
+    """A pretrained CLIP (a local folder, a cached Hub id or a shipped part): the step checks it loads and records
+    it; nothing is trained."""
+    shipped = "pkg://selectbench.embedded/pretrained/clip"
+    settings = tmp_path / "clip.settings.json"
+    settings.write_text(json.dumps({"pretrained": shipped}))
+    main(["clip", "--data", str(tiny_data.path), "--config", f"@{settings}", "--model-dir", str(tmp_path / "m"),
           "--out", str(tmp_path / "clip.json")])
-    assert json.loads((tmp_path / "clip.json").read_text()) == {"source": "/models/clip-vit-large-patch14-336",
-                                                                  "trained_here": False}
+    assert json.loads((tmp_path / "clip.json").read_text()) == {"source": shipped, "trained_here": False}
     assert not (tmp_path / "m").exists()
+
+
+def test_a_pretrained_clip_that_cannot_be_loaded_fails_the_step(tmp_path, tiny_data):
+    with pytest.raises(OSError, match="clip.pretrained '/no/such/clip'"):
+        main(["clip", "--data", str(tiny_data.path), "--config", json.dumps({"pretrained": "/no/such/clip"}),
+              "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "clip.json")])
+    assert not (tmp_path / "clip.json").exists()

@@ -160,7 +160,7 @@ def read_vision_flan(path: Path) -> SourcePool:
                       problems=problems, statistics=stats)
 
 
-READERS: dict[str, Callable[[Path], SourcePool]] = {"llava665k": read_llava665k, "vision_flan": read_vision_flan}
+
 
 
 def publish_records(pool: SourcePool, rows: Sequence[int]) -> list[dict]:
@@ -203,7 +203,7 @@ def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:
     """Write the records a subset selects ({rows, ids} as the select step writes it, rows into the data folder's
     pool.json) as a LLaVA-format JSON list: original fields and ids, metadata removed, in row order, atomically.
     Checks that the subset belongs to this pool (its ids, and the pool hash in its .meta.json sidecar if any)."""
-    from selectbench.data.prepare import DataDir
+    from selectbench.data.datadir import DataDir
 
     data, subset_json = DataDir(Path(data_dir)), Path(subset_json)
     subset = load_json(subset_json, dict, "a JSON object")

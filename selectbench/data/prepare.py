@@ -8,66 +8,12 @@ import hashlib
 import json
 import shutil
 import tempfile
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from selectbench import registry
 from selectbench.data import pools
 from selectbench.data.validate import PoolError, load_json_list, resolve_policy, validate_records
-
-
-class DataDir:
-    """Read access to a prepared data folder."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.manifest = json.loads((self.path / "manifest.json").read_text())
-
-    @property
-    def image_root(self) -> Path:
-        return self.path / self.manifest["image_root"]
-
-    @cached_property
-    def pool(self) -> list[dict]:
-        return json.loads((self.path / self.manifest["pool"]).read_text())
-
-    def captions(self) -> list[dict]:
-        return json.loads((self.path / self.manifest["captions"]).read_text())
-
-    def vision_pretrain(self) -> list[dict] | None:
-        """Labelled images {image, cells} for pretraining a from-scratch vision tower (embedded data only)."""
-        name = self.manifest.get("vision_pretrain")
-        return json.loads((self.path / name).read_text()) if name else None
-
-    def scene_corpus(self, part: int) -> list[dict]:
-        """Part `part` of the scene corpus of stage 0 (embedded default)."""
-        parts = self.manifest.get("scene_corpus", [])
-        if not 0 <= part < len(parts):
-            raise KeyError(f"{self.path / 'manifest.json'}: no scene corpus part {part} (has {len(parts)}; set "
-                           "datasets.<d>.embedded.scene_corpus)")
-        return json.loads((self.path / parts[part]).read_text())
-
-    def eval_items(self, benchmark: str) -> list[dict]:
-        return json.loads((self.path / self.manifest["eval"][benchmark]).read_text())
-
-    def validation_tasks(self) -> list[str]:
-        """Benchmarks with task validation examples (few, LLaVA format, disjoint from the evaluation sets);
-        only task-aware methods read them."""
-        return list(self.manifest.get("task_validation", {}))
-
-    def validation_items(self, task: str) -> list[dict]:
-        files = self.manifest.get("task_validation", {})
-        if task not in files:
-            raise KeyError(f"{self.path / 'manifest.json'}: no task validation set for {task!r} (has {sorted(files)})")
-        return json.loads((self.path / files[task]).read_text())
-
-    @property
-    def validation_image_root(self) -> Path:
-        """Where validation images live: their own root where the manifest names one, else the pool's."""
-        return self.path / self.manifest.get("task_validation_image_root", self.manifest["image_root"])
-
-    def pool_hash(self) -> str:
-        return self.manifest["pool_sha256"]
 
 
 def sha256_file(path: Path) -> str:
@@ -110,18 +56,16 @@ def prepare(dataset_cfg: dict[str, Any], out_dir: Path) -> dict:
 
 
 def _build(cfg: dict[str, Any], tmp: Path) -> tuple[dict, pools.SourcePool | None]:
-    """Write what the dataset needs under tmp; returns the manifest and the pool read from its source file (None
-    for a generated pool, written to tmp already)."""
-    source = cfg["source"]
-    if source == "embedded":
-        from selectbench.data.embedded import write_embedded
+    """Write what the dataset needs under tmp, by its source (selectbench.registry)."""
+    return registry.load("source", cfg["source"], "source")(cfg, tmp)
 
-        return write_embedded(tmp, cfg["embedded"], cfg["benchmarks"]), None
-    source = "llava665k" if source == "llava" else source  # the generic LLaVA-format source reads as LLaVA-665k
-    if source in pools.READERS:
-        pool = pools.READERS[source](Path(cfg["pool"]))
-        return _link_files(cfg, tmp, source), pool
-    raise ValueError(f"unknown dataset source {cfg['source']!r} (embedded, llava665k, vision_flan or llava)")
+
+def llava665k(cfg: dict[str, Any], tmp: Path) -> tuple[dict, pools.SourcePool]:
+    return _link_files(cfg, tmp, "llava665k"), pools.read_llava665k(Path(cfg["pool"]))
+
+
+def vision_flan(cfg: dict[str, Any], tmp: Path) -> tuple[dict, pools.SourcePool]:
+    return _link_files(cfg, tmp, "vision_flan"), pools.read_vision_flan(Path(cfg["pool"]))
 
 
 def _link_files(cfg: dict[str, Any], tmp: Path, source: str) -> dict:

@@ -24,12 +24,9 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
-
-if TYPE_CHECKING:
-    from selectbench.models.conversation import VicunaV1
 
 IMAGE_TOKEN = "<image>"
 MAX_EXAMPLES = 5
@@ -63,7 +60,7 @@ class Report:
     def add(self, kind: str, row: int, rid: Any, detail: str) -> None:
         self.counts[kind] += 1
         if len(self.examples[kind]) < MAX_EXAMPLES:
-            self.examples[kind].append({"file": self.file, "row": row, "id": _jsonable(rid), "detail": detail})
+            self.examples[kind].append({"file": self.file, "row": row, "id": jsonable(rid), "detail": detail})
 
     def as_dict(self) -> dict:
         return {"file": self.file, "total": self.total, "kept": self.kept, "dropped": self.total - self.kept,
@@ -72,12 +69,12 @@ class Report:
                 "statistics": self.statistics, "seconds": self.seconds}
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
 
 
 def _message(file: str, row: int, rid: Any, detail: str) -> str:
-    return f"{file}: record {row} (id {_jsonable(rid)!r}): {detail}"
+    return f"{file}: record {row} (id {jsonable(rid)!r}): {detail}"
 
 
 def load_json(path: Path, expected: type, what: str) -> Any:
@@ -285,7 +282,7 @@ def _duplicate_ids(records: Sequence[dict], kept: list[int], mode: str, report: 
     repeated = [rows for rows in by_id.values() if len(rows) > 1]
     examples = []
     for rows in repeated[:MAX_EXAMPLES]:
-        example = {"id": _jsonable(records[rows[0]]["id"]), "records": len(rows), "rows": rows[:10]}
+        example = {"id": jsonable(records[rows[0]]["id"]), "records": len(rows), "rows": rows[:10]}
         if sources is not None:
             example["sources"] = sorted({sources[r] for r in rows})
         examples.append(example)
@@ -297,7 +294,7 @@ def _duplicate_ids(records: Sequence[dict], kept: list[int], mode: str, report: 
         return kept
     if mode == "fail":
         rows = repeated[0]
-        raise PoolError(f"{report.file}: duplicate id {_jsonable(records[rows[0]]['id'])!r} in records "
+        raise PoolError(f"{report.file}: duplicate id {jsonable(records[rows[0]]['id'])!r} in records "
                         f"{rows[:10]} ({len(repeated)} ids repeated by {sum(len(r) for r in repeated)} records; "
                         f"validation.duplicate_ids: allow keeps them, drop keeps the first of each)")
     dropped = set()
@@ -313,46 +310,10 @@ def _trailing_image(records: Sequence[dict], kept: list[int], file: str) -> dict
             and not records[row]["conversations"][0]["value"].startswith(IMAGE_TOKEN)]
     return {"count": len(rows), "note": "<image> not at the start of the first human turn; moved there before "
                                         "tokenising (normalise_image_position), as LLaVA does",
-            "first": [{"file": file, "row": r, "id": _jsonable(records[r]["id"])} for r in rows[:MAX_EXAMPLES]]}
+            "first": [{"file": file, "row": r, "id": jsonable(records[r]["id"])} for r in rows[:MAX_EXAMPLES]]}
 
 
 def _per_source(sources: Sequence[str], kept: list[int]) -> dict[str, dict[str, int]]:
     total = Counter(sources)
     kept_count = Counter(sources[r] for r in kept)
     return {s: {"total": n, "kept": kept_count[s], "dropped": n - kept_count[s]} for s, n in total.most_common()}
-
-
-def truncation_report(records: Sequence[dict], template: "VicunaV1") -> dict:
-    """How the template's max_length treats valid records: truncated ones, ones whose supervised (answer) tokens
-    are all cut away (fully_masked: they teach nothing), and ones cut inside their image tokens (image_cut: the
-    template refuses them). Examples give the position in `records` and, for a published pool, the source row."""
-    encodings = []
-    for record in records:
-        try:
-            encodings.append(template.encode(record["conversations"]))
-        except ValueError:
-            encodings.append(None)
-    return summarise_truncation(records, encodings, template.max_length)
-
-
-def summarise_truncation(records: Sequence[dict], encodings: Sequence[Any], max_length: int) -> dict:
-    """truncation_report from encodings already made (None = refused: cut through the image tokens)."""
-    counts = Counter()
-    examples: dict[str, list[dict]] = defaultdict(list)
-
-    def note(kind: str, index: int, record: dict) -> None:
-        counts[kind] += 1
-        if len(examples[kind]) < MAX_EXAMPLES:
-            examples[kind].append({"index": index, "row": record.get("row", index), "id": _jsonable(record.get("id"))})
-
-    for index, (record, enc) in enumerate(zip(records, encodings)):
-        if enc is None:
-            note("image_cut", index, record)
-            continue
-        if enc.truncated:
-            note("truncated", index, record)
-        if enc.supervised == 0:
-            note("fully_masked", index, record)
-    return {"max_length": max_length, "records": len(records),
-            **{k: counts[k] for k in ("truncated", "fully_masked", "image_cut")},
-            "first": {k: examples[k] for k in ("truncated", "fully_masked", "image_cut")}}

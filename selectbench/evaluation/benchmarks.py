@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import ClassVar
 
-from selectbench.data.questions import format_options, option_answer
+from selectbench.evaluation.options import format_options, option_answer
 from selectbench.evaluation import metrics as M
 
 

@@ -367,6 +367,11 @@ def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, ve
     return rows, predictions
 
 
+def run_job(job) -> list[dict]:
+    """The "lmms_eval" evaluator (selectbench.evaluation.evaluators): lmms-eval on the job's leaf tasks."""
+    return evaluate_lmms(job.model, job.benchmarks, job.settings, job.key, job.out, job.predictions)
+
+
 def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, out_csv: Path,
                   predictions_out: Path, specs: dict[str, TaskSpec] = TASKS) -> list[dict]:
     """Evaluate a saved model with lmms-eval on its leaf tasks → long-format rows in percent (also written to out_csv,

@@ -19,7 +19,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from selectbench.data.images import ImageLoader, expand_to_square
 from selectbench.evaluation.predict import generate, loglikelihoods
 from selectbench.models.build import load_model
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 
 NAME = "selectbench"
 # the module's import path, also when it runs as __main__ (lmms-eval imports the class from it)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from selectbench.data.prepare import DataDir
-from selectbench.data.questions import format_options, option_answer
+from selectbench.data.datadir import DataDir
+from selectbench.evaluation.options import format_options, option_answer
 from selectbench.evaluation import metrics as M
 from selectbench.evaluation.benchmarks import REGISTRY
 from selectbench.evaluation.lmms import TaskSpec

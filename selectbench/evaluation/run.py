@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from pathlib import Path
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.evaluation.benchmarks import REGISTRY
+from selectbench.evaluation.evaluators import COLUMNS, EvalJob
+from selectbench.io import atomic_file, atomic_write_json
 from selectbench.evaluation.predict import generate, loglikelihoods
 from selectbench.models.build import load_model
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol")
 # the protocol column says how a number was obtained; lmms-eval rows name the harness version and the split
 BUILTIN_PROTOCOL = "selectbench built-in evaluator, embedded sets"
+
+
+def run_job(job: EvalJob) -> list[dict]:
+    """The "builtin" evaluator (selectbench.evaluation.evaluators): the embedded sets, scored here."""
+    return evaluate(job.model, DataDir(job.data), job.benchmarks, job.template, job.key, job.out, job.predictions,
+                    job.batch_size, job.threads)
 
 
 def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg: dict, key: dict,
@@ -52,11 +58,8 @@ def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg
 
 def write_outputs(rows: list[dict], predictions: dict, out_csv: Path, predictions_out: Path) -> None:
     """Predictions JSON, then the COLUMNS rows CSV (through a temporary file: a half-written CSV never looks done)."""
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    Path(predictions_out).write_text(json.dumps(predictions))
-    tmp = out_csv.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
+    atomic_write_json(Path(predictions_out), predictions, indent=None)
+    with atomic_file(Path(out_csv)) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.rename(out_csv)

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features.passes import device_for, run_shard
 from selectbench.features.sharding import plan_batches, shard_batches
 from selectbench.models.clip import encode_texts, load_clip, record_text

@@ -32,11 +32,11 @@ import torch
 from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features import FEATURES
 from selectbench.features.passes import device_for, example_losses, run_shard, shard_batches_for
 from selectbench.models.build import load_model
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
 log = logging.getLogger(__name__)

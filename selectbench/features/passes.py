@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features.sharding import clear, plan_batches, run_parts, save_npz, shard_batches
 from transformers import LlavaConfig
 
 from selectbench.models.build import load_processors
 from selectbench.models.conversation import IGNORE_INDEX
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
 CACHE_EXAMPLES = 20_000  # shards up to this size decode their images once for every checkpoint

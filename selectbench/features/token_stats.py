@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features import FEATURES
 from selectbench.features.passes import answer_token_targets, device_for, read_checkpoints, run_shard, \
     shard_batches_for

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.features import FEATURES
 from selectbench.features.attention import BatchLayout, record_blocks, top_singular_values
 from selectbench.features.passes import device_for, example_losses, read_checkpoints, run_shard, shard_batches_for

@@ -1,7 +1,7 @@
-"""LLaVA assembled from pretrained parts with transformers' own classes (paper scale; the embedded default builds
-its model from an `arch:` block instead, see build.py).
+"""LLaVA from pretrained parts with transformers' own classes.
 
-A `pretrained:` block names a causal language model (a Hub id read from the local cache, or a local folder;
+A `pretrained:` block names either a whole LLaVA checkpoint saved by this suite or by transformers (`llava:`, as
+the embedded default names its shipped parts), or a causal language model (a Hub id read from the local cache, or a local folder;
 optionally a GGUF file in it), a CLIP vision tower (a CLIPModel or CLIPVisionModel checkpoint) and LLaVA's
 stage-1 projector file (mm_projector.bin; null = a fresh projector that stage 1 trains):
 
@@ -13,7 +13,7 @@ stage-1 projector file (mm_projector.bin; null = a fresh projector that stage 1 
       dtype: bfloat16
       local_files_only: true
 
-The loaded modules are moved into a LlavaForConditionalGeneration skeleton built on the meta device, so a 7B
+Every name is a Hub id, a local path or a package resource (selectbench.models.locate). The loaded modules are moved into a LlavaForConditionalGeneration skeleton built on the meta device, so a 7B
 language model is never initialised at random nor held twice. <image> and <pad> are added to the tokenizer;
 the new embedding rows are drawn around the mean of the old ones (transformers' mean_resizing, as the llava-hf
 conversion did).
@@ -32,8 +32,9 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from selectbench.models.build import image_seq_length
+from selectbench.models.build import image_seq_length, load_model
 from selectbench.models.conversation import IMAGE_PLACEHOLDER
+from selectbench.models.locate import locate
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def torch_dtype(name: str | None) -> torch.dtype:
 def _from_pretrained(what: str, source: str, load, **kwargs):
     """Call a from_pretrained, naming the config key and the source when it fails (offline: not in the cache)."""
     try:
-        return load(source, **kwargs)
+        return load(locate(source), **kwargs)
     except (OSError, ValueError) as err:
         offline = " (local_files_only: it must be in the local Hugging Face cache or be a folder)" \
             if kwargs.get("local_files_only") else ""
@@ -112,7 +113,7 @@ def llava_image_processor(clip_processor):
 
 def projector_path(source: str, local_files_only: bool = True) -> Path:
     """A projector file: a local path, or "owner/repo/file" in a Hub repository (read from the local cache)."""
-    path = Path(source)
+    path = Path(locate(source))
     if path.is_file():
         return path
     parts = str(source).split("/")
@@ -152,8 +153,29 @@ def load_projector(path: Path, projector: torch.nn.Module) -> None:
     projector.load_state_dict(mapped, strict=True)
 
 
+def describe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts a `pretrained:` block names, for a run's summary."""
+    keys = ("llava", "language_model", "language_model_gguf", "vision_tower", "projector", "vision_feature_layer",
+            "dtype")
+    return {key: cfg[key] for key in keys if key in cfg}
+
+
+def load_llava(cfg: dict[str, Any]):
+    """A whole saved LLaVA (`pretrained.llava`): model, tokenizer and image processor, in the block's dtype."""
+    source = str(cfg["llava"])
+    extra = sorted(set(cfg) & {"language_model", "language_model_gguf", "vision_tower", "projector"})
+    if extra:
+        raise ValueError(f"pretrained.llava {source!r} is a whole model: drop {extra} from the block")
+    try:
+        return load_model(Path(locate(source)), dtype=torch_dtype(cfg.get("dtype")))
+    except (OSError, ValueError) as err:
+        raise type(err)(f"pretrained.llava {source!r} could not be loaded: {err}") from err
+
+
 def assemble_llava(cfg: dict[str, Any], seed: int = 0):
     """LlavaForConditionalGeneration from a `pretrained:` block: (model, tokenizer, image processor)."""
+    if "llava" in cfg:
+        return load_llava(cfg)
     lm, tokenizer = load_language_model(cfg)
     tower, clip_processor = load_vision_tower(cfg)
     dtype = torch_dtype(cfg.get("dtype"))

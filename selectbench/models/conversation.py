@@ -162,3 +162,11 @@ class VicunaV1:
             "{%- endfor -%}"
             "{%- if add_generation_prompt -%}{{- ' ASSISTANT:' -}}{%- endif -%}"
         )
+
+
+def make_template(tokenizer, model, template_cfg: dict) -> VicunaV1:
+    """The vicuna_v1 template of a role (its `template:` block); model: a LLaVA model or just its config (all the
+    template needs is image_seq_length)."""
+    config = getattr(model, "config", model)
+    return VicunaV1(tokenizer, config.image_seq_length, system=template_cfg.get("system", ""),
+                    max_length=template_cfg.get("max_length", 2048))

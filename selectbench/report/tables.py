@@ -10,7 +10,7 @@ from statistics import mean, stdev
 from typing import Collection
 
 from selectbench.evaluation.benchmarks import REGISTRY
-from selectbench.evaluation.run import COLUMNS
+from selectbench.evaluation.evaluators import COLUMNS
 
 
 def read_rows(paths: list[Path]) -> list[dict]:

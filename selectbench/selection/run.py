@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from selectbench.data.prepare import DataDir
+from selectbench.data.datadir import DataDir
 from selectbench.selection.base import Context, Selection, subset_size
 from selectbench.selection.registry import Instance, discover
 from selectbench.versions import package_versions

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter, defaultdict
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.validate import summarise_truncation
+from selectbench.data.validate import MAX_EXAMPLES, jsonable
 from selectbench.models.conversation import IGNORE_INDEX, VicunaV1
 
 
@@ -56,3 +57,39 @@ class Collator:
         if pictures:
             out["pixel_values"] = self.images.pixel_values(pictures)
         return out
+
+
+def truncation_report(records: Sequence[dict], template: VicunaV1) -> dict:
+    """How the template's max_length treats valid records: truncated ones, ones whose supervised (answer) tokens
+    are all cut away (fully_masked: they teach nothing), and ones cut inside their image tokens (image_cut: the
+    template refuses them). Examples give the position in `records` and, for a published pool, the source row."""
+    encodings = []
+    for record in records:
+        try:
+            encodings.append(template.encode(record["conversations"]))
+        except ValueError:
+            encodings.append(None)
+    return summarise_truncation(records, encodings, template.max_length)
+
+
+def summarise_truncation(records: Sequence[dict], encodings: Sequence[Any], max_length: int) -> dict:
+    """truncation_report from encodings already made (None = refused: cut through the image tokens)."""
+    counts = Counter()
+    examples: dict[str, list[dict]] = defaultdict(list)
+
+    def note(kind: str, index: int, record: dict) -> None:
+        counts[kind] += 1
+        if len(examples[kind]) < MAX_EXAMPLES:
+            examples[kind].append({"index": index, "row": record.get("row", index), "id": jsonable(record.get("id"))})
+
+    for index, (record, enc) in enumerate(zip(records, encodings)):
+        if enc is None:
+            note("image_cut", index, record)
+            continue
+        if enc.truncated:
+            note("truncated", index, record)
+        if enc.supervised == 0:
+            note("fully_masked", index, record)
+    return {"max_length": max_length, "records": len(records),
+            **{k: counts[k] for k in ("truncated", "fully_masked", "image_cut")},
+            "first": {k: examples[k] for k in ("truncated", "fully_masked", "image_cut")}}

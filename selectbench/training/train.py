@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from selectbench.training.data import Collator, SupervisedDataset
@@ -168,34 +168,6 @@ class _GroupedTrainer(Trainer):
                                     lengths=keys, generator=generator)
 
 
-LOSS_WINDOW = 4  # logged training losses averaged by `until_loss` and by final_logged_loss
-
-
-def final_logged_loss(loss_log: list[dict], window: int = LOSS_WINDOW) -> float | None:
-    """The mean of a run's last `window` logged training losses (None if nothing was logged)."""
-    losses = [h["loss"] for h in loss_log][-window:]
-    return sum(losses) / len(losses) if losses else None
-
-
-class StopBelowLoss(TrainerCallback):
-    """Ends training once final_logged_loss (the mean of the last `window` logged training losses) is below
-    `threshold`: for a phase whose loss sits on a plateau for a number of steps that varies with the seed before it
-    drops (stage 0's presence questions), `epochs` is then a cap, not a schedule. Reads the trainer's own log
-    history (restored on resume), so it keeps no losses of its own."""
-
-    def __init__(self, threshold: float, window: int = LOSS_WINDOW):
-        self.threshold, self.window = threshold, window
-        self.stopped_at_epoch: float | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logged = [h for h in state.log_history if "loss" in h]
-        if logs and "loss" in logs and len(logged) >= self.window and \
-                final_logged_loss(logged, self.window) < self.threshold:
-            self.stopped_at_epoch = state.epoch
-            control.should_training_stop = True
-        return control
-
-
 def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str, Any], out_dir: Path,
           seed: int, threads: int = 1, on_finish=None, callbacks: list | None = None):
     """Train on records; checkpoints (and resume points) go under out_dir/checkpoints. Returns the trained
@@ -246,12 +218,10 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         report_to=[],
         disable_tqdm=False,
     )
-    stop = StopBelowLoss(cfg["until_loss"]) if cfg.get("until_loss") else None
-    callbacks = (callbacks or []) + ([stop] if stop else [])
     trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                           data_collator=Collator(tokenizer.pad_token_id, images),
-                          optimizers=(_optimizer(model, cfg), None), callbacks=callbacks)
+                          optimizers=(_optimizer(model, cfg), None), callbacks=callbacks or [])
     # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
     with args.main_process_first(desc="checkpoint check"):
         last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))
@@ -267,13 +237,6 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
     summary = {"examples": len(dataset), "steps": steps, "save_steps": save_steps,
                "fully_masked": dataset.fully_masked, "truncated": dataset.truncated, "truncation": dataset.truncation,
                "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime"),
-               "loss_log": [h for h in trainer.state.log_history if "loss" in h]}
-    if stop is not None:
-        last = [h["loss"] for h in summary["loss_log"][-stop.window:]]
-        summary["until_loss"] = {"threshold": stop.threshold, "reached": stop.stopped_at_epoch is not None,
-                                 "epochs": stop.stopped_at_epoch if stop.stopped_at_epoch is not None
-                                 else trainer.state.epoch, "last_losses": last}
-        if stop.stopped_at_epoch is None:
-            log.warning("training loss never fell below until_loss %s in %s epochs (last logged: %s)", stop.threshold,
-                        cfg["epochs"], ", ".join(f"{x:.3f}" for x in last))
+               "loss_log": [h for h in trainer.state.log_history if "loss" in h],
+               "epochs_run": trainer.state.epoch}
     return model, summary

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from selectbench.data.pools import export_subset, original_record, record_sha
-from selectbench.data.prepare import DataDir, prepare
-from selectbench.data.validate import PoolError, truncation_report, validate_records
+from selectbench.data.datadir import DataDir
+from selectbench.data.prepare import prepare
+from selectbench.data.validate import PoolError, validate_records
+from selectbench.training.data import truncation_report
 
 BENCH = ["pope"]
 
@@ -295,7 +297,7 @@ def test_validate_records_directly_with_sources(tmp_path):
 
 def test_truncation_report_counts_fully_masked_and_image_cut(tmp_path):
     from selectbench.models.conversation import VicunaV1
-    from selectbench.models.tokenizer import train_tokenizer
+    from selectbench.embedded.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["USER: ASSISTANT: what is this a cat yes no"] * 5, 300, tmp_path / "tok")
     template = VicunaV1(tokenizer, image_seq_length=4, system="", max_length=40)

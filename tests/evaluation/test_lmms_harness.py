@@ -11,7 +11,8 @@ import pytest
 from selectbench.evaluation.lmms import LmmsConfig, collect, evaluate_lmms, find_results, parse_results, samples_path
 from selectbench.evaluation.lmms_tasks import SAME_NUMBERS, write_local_tasks, write_template
 from selectbench.evaluation.run import evaluate
-from selectbench.models.stages import build_tokenizer, finetune, train_base
+from selectbench.embedded.tokenizer import build_tokenizer
+from selectbench.training.stages import finetune, train_base
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install -e '.[lmms]', see README)")
 
@@ -22,7 +23,7 @@ KEY = {"dataset": "digits", "method": "full", "ratio": 1.0, "seed": 0}
 @pytest.fixture(scope="module")
 def model_cfg(tiny_config):
     cfg = copy.deepcopy(tiny_config["models"]["target"])
-    cfg["stage1"]["epochs"] = 2
+    cfg["recipe"]["stage1"]["epochs"] = 2
     cfg["finetune"].update(epochs=8, lr=1e-2)  # a few seconds; enough for mixed yes/no and some right answers
     return cfg
 

@@ -14,12 +14,12 @@ def proxy_run(tmp_path_factory, tiny_data, tiny_config):
     from transformers import AutoTokenizer
 
     from selectbench.models.build import build_llava, image_processor_for, save_model
-    from selectbench.models.stages import build_tokenizer
+    from selectbench.embedded.tokenizer import build_tokenizer
 
     root = tmp_path_factory.mktemp("proxy")
     build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], root / "tok")
     tokenizer = AutoTokenizer.from_pretrained(root / "tok")
-    arch = json.loads(json.dumps(tiny_config["models"]["proxy"]["arch"]))
+    arch = json.loads(json.dumps(tiny_config["models"]["proxy"]["recipe"]["arch"]))
     arch["text"].update(layers=2, heads=4, hidden_size=32)
     model = build_llava(arch, tokenizer, seed=0)
     processor = image_processor_for(arch["vision"])

@@ -10,7 +10,7 @@ import torch
 from selectbench.data.images import ImageLoader
 from selectbench.features.attention import BatchLayout, record_blocks, top_singular_values
 from selectbench.models.build import load_checkpoint
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from selectbench.data.embedded import BENCHMARKS
+from selectbench.embedded.dataset import EVAL_BUILDERS
+
+BENCHMARKS = tuple(EVAL_BUILDERS)
 from selectbench.features.gradients import (PerExampleGradients, RademacherProjection, adam_direction,
                                             extract_shard, load_warm_model, per_example_losses_sum, run_warmup,
                                             validation_batches)
@@ -120,7 +122,7 @@ def test_validation_target_equals_a_direct_recomputation(gathered, warm, tiny_da
     """LESS's influence: pool gradients Adam-preconditioned, validation gradients plain SGD, both projected
     with the same Rademacher matrix, cosine, mean per task, max over tasks, recomputed here for a handful
     of pool rows with one plain backward per example."""
-    from selectbench.models.stages import make_template
+    from selectbench.models.conversation import make_template
     from selectbench.selection.base import Context
     from selectbench.selection.registry import discover, expand
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from selectbench.features.sharding import gather
-from selectbench.models.stages import checkpoint_dirs, finetune, train_base
+from selectbench.training.stages import checkpoint_dirs, finetune, train_base
 from tests.models.conftest import clip_dir, pretrained_cfg, stablelm_dir  # noqa: F401 (fixtures)
 
 TEMPLATE = {"system": "A chat between a curious user and an artificial intelligence assistant.", "max_length": 256}

@@ -10,7 +10,7 @@ from selectbench.features.sharding import gather
 from selectbench.features.token_stats import extract_shard
 from selectbench.models.build import load_checkpoint
 from selectbench.models.conversation import IGNORE_INDEX
-from selectbench.models.stages import make_template
+from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
 

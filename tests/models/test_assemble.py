@@ -11,7 +11,7 @@ from PIL import Image
 from selectbench.models.assemble import PROJECTOR_KEYS, assemble_llava
 from selectbench.models.build import load_checkpoint, load_model, save_model
 from selectbench.models.conversation import IGNORE_INDEX, VicunaV1
-from selectbench.models.stages import train_base
+from selectbench.training.stages import train_base
 from tests.models.conftest import multi_turn, pretrained_cfg
 
 CONV = multi_turn("No.")

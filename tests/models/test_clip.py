@@ -11,12 +11,13 @@ import torch
 
 from selectbench.features.clip_score import extract_shard
 from selectbench.features.sharding import gather
-from selectbench.models.clip import encode_texts, load_clip, record_text, train_clip
+from selectbench.embedded.clip import train_clip
+from selectbench.models.clip import encode_texts, load_clip, record_text
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory, tiny_data, tiny_config):
-    from selectbench.models.stages import build_tokenizer
+    from selectbench.embedded.tokenizer import build_tokenizer
 
     root = tmp_path_factory.mktemp("clip")
     build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], root / "tok")

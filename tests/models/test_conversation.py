@@ -3,7 +3,7 @@
 import pytest
 
 from selectbench.models.conversation import IGNORE_INDEX, VicunaV1, normalise_image_position
-from selectbench.models.tokenizer import train_tokenizer
+from selectbench.embedded.tokenizer import train_tokenizer
 from tests.models.conftest import multi_turn
 
 CONV = multi_turn()
@@ -68,7 +68,7 @@ def test_tokenizer_learns_the_rendered_prompt(tmp_path):
     """Trained on the conversations as the template renders them, the role markers and the answers' leading
     spaces become tokens of their own (trained on the bare turn texts, " ASSISTANT:" was 11 characters)."""
     from selectbench.models.conversation import template_texts
-    from selectbench.models.tokenizer import conversation_texts
+    from selectbench.embedded.tokenizer import conversation_texts
 
     assert template_texts(CONV) == ["USER: ", "\nWhat digit is at the top? ASSISTANT:", " 7",
                                     "USER: Is there a 3 in the image? ASSISTANT:", " No"]

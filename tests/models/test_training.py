@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from selectbench.models.build import load_model
-from selectbench.models.stages import build_tokenizer, checkpoint_dirs, finetune, train_base
+from selectbench.embedded.recipe import scene_corpus
+from selectbench.embedded.tokenizer import build_tokenizer
+from selectbench.training.stages import checkpoint_dirs, finetune, train_base
 
 
 def _projector(model):
@@ -16,7 +18,7 @@ def _projector(model):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_data, tiny_config):
-    import selectbench.training.train as training
+    import selectbench.embedded.recipe as training
 
     out = tmp_path_factory.mktemp("base")
     build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], out / "tokenizer")
@@ -39,7 +41,7 @@ def base(tmp_path_factory, tiny_data, tiny_config):
     assert summary["stage0_1_until_loss"]["epochs"] == pytest.approx(2.0)
     # stage 1 trains on the captions and the scene part kept beside them, after the projector alignment and stage 0
     # (two phases on the scene corpus)
-    assert summary["examples"] == len(tiny_data.captions()) + len(tiny_data.scene_corpus(2))
+    assert summary["examples"] == len(tiny_data.captions()) + len(scene_corpus(tiny_data, 2))
     assert {"stage0_0_loss", "stage0_1_loss", "projector_align_accuracy"} <= set(summary)
     return out / "target"
 
@@ -282,31 +284,3 @@ def test_checkpoints_of_an_assembled_model_load_with_their_processors(tmp_path, 
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert model.config.image_token_index == tokenizer.convert_tokens_to_ids("<image>")
     assert processor.do_pad  # the run's published image processor (LLaVA's pad-to-square)
-
-
-def test_a_fallback_stage0_phase_runs_only_while_the_previous_loss_is_high(monkeypatch, tmp_path, tiny_data,
-                                                                           tiny_config):
-    import selectbench.training.train as training
-
-    build_tokenizer(tiny_data, tiny_config["tokenizer"]["vocab_size"], tmp_path / "tokenizer")
-    cfg = {k: v for k, v in tiny_config["models"]["target"].items() if k not in ("vision_pretrain", "align_projector")}
-    phase = {"part": 0, "epochs": 1, "batch_size": 16, "lr": 5e-4}
-    fallback = {**phase, "skip_if_previous_loss_below": 0.1}
-    cfg["stage0"] = [phase, fallback, fallback]
-    final_losses = iter([0.35, 0.02, 0.5])  # of stage-0 phase 0, phase 1, then stage 1
-    calls = []
-
-    def fake_train(model, tokenizer, template, images, records, train_cfg, *args, **kwargs):
-        calls.append(train_cfg)
-        loss = next(final_losses)
-        return model, {"examples": len(records), "train_loss": loss, "loss_log": [{"loss": 9.0}] + [{"loss": loss}] * 4}
-
-    monkeypatch.setattr(training, "train", fake_train)
-    summary = train_base(tiny_data, tmp_path / "tokenizer", cfg, 0, tmp_path / "base", 1)
-    # phase 0 ended at 0.35: the fallback ran; it ended at 0.02: the second fallback was skipped; then stage 1
-    assert len(calls) == 3 and "scene_parts" not in calls[2]
-    assert not any("skip_if_previous_loss_below" in c for c in calls)
-    assert summary["stage0_0_final_loss"] == pytest.approx(0.35)
-    assert summary["stage0_1_final_loss"] == pytest.approx(0.02)
-    assert summary["stage0_2_skipped"] == "previous phase ended at loss 0.0200 < 0.1"
-    assert "stage0_2_loss" not in summary

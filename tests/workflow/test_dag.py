@@ -1,8 +1,11 @@
-"""The whole DAG end to end on the reduced config, plus config validation, through the real snakemake CLI."""
+"""The whole DAG end to end on the reduced config (the default's flow: shipped pretrained parts, no model built
+from nothing), plus config validation, through the real snakemake CLI."""
 
 from __future__ import annotations
 
 import csv
+import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +33,8 @@ def finished_run(tmp_path_factory):
 
 def test_every_stage_produced_output(finished_run):
     results = finished_run / "results"
-    for pattern in ["digits/data/pool.json", "digits/tokenizer/tokenizer.json", "digits/base/target/model/model.safetensors",
+    assert not (results / "digits" / "tokenizer").exists(), "the shipped parts bring their own tokenizer"
+    for pattern in ["digits/data/pool.json", "digits/base/target/model/model.safetensors",
                     "digits/scores/random.npz", "digits/subsets/random/r0.5_s0.json",
                     "digits/subsets/random/r0.5_s0.meta.json", "digits/subsets/random/r0.5_s0.records.json",
                     "digits/target/random/r0.5_s0/model/*.safetensors",
@@ -64,6 +68,28 @@ def test_long_table_has_every_run_benchmark_and_metric(finished_run):
                               ("gqa", "exact_match"), ("mmbench", "circular_accuracy"), ("mmvet", "judge_score")]:
             assert (method, bench, metric) in primary
     assert all(0 <= float(r["value"]) <= 100 for r in rows)
+
+
+def test_the_base_models_are_the_shipped_parts(finished_run):
+    from selectbench.embedded.parts import shipped_dir
+
+    for role in ("target", "proxy"):
+        summary = json.loads((finished_run / f"results/digits/base/{role}/train_summary.json").read_text())
+        assert summary["assembled"] == {"llava": f"pkg://selectbench.embedded/pretrained/{role}"}
+        assert "not run" in summary["stage1"]
+    clip = json.loads((finished_run / "results/digits/clip/model.json").read_text())
+    assert clip == {"source": "pkg://selectbench.embedded/pretrained/clip", "trained_here": False}
+    assert shipped_dir().is_dir()
+
+
+def test_job_command_lines_stay_short(finished_run):
+    """Jobs read their configuration from settings files, not kilobytes of JSON on the command line."""
+    logs = sorted((finished_run / ".snakemake" / "log").glob("*.snakemake.log"))
+    shells = [line.split("Shell command: ", 1)[1] for line in logs[-1].read_text().splitlines()
+              if line.startswith("Shell command: ")]
+    args = [arg for line in shells for arg in shlex.split(line)]
+    assert len(shells) > 20 and max(len(arg) for arg in args) < 200, max(args, key=len)
+    assert list((finished_run / "results" / "settings").glob("models.target-*.json"))
 
 
 def test_second_invocation_has_nothing_to_do(finished_run):

@@ -38,3 +38,8 @@ def conversation_texts(records: Iterable[dict]) -> Iterable[str]:
 
     for record in records:
         yield from template_texts(record["conversations"])
+
+
+def build_tokenizer(data, vocab_size: int, out_dir: Path) -> None:
+    """The dataset's tokenizer: trained on its pool and captions as the prompt renders them (data: a DataDir)."""
+    train_tokenizer(conversation_texts(data.pool + data.captions()), vocab_size, Path(out_dir))

@@ -6,10 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from selectbench.data.scenes import CONFUSABLE, GRID, POSITIONS, ROWS, Scene
-
-OPTION_LETTERS = "ABCD"
-MC_SUFFIX = "Answer with the option's letter from the given choices directly."
+from selectbench.embedded.scenes import CONFUSABLE, GRID, POSITIONS, ROWS, Scene
+from selectbench.evaluation.options import format_options, option_answer
 
 
 @dataclass
@@ -52,15 +50,6 @@ def multiple_choice(rng: np.random.Generator, scene: Scene) -> QA:
     question = format_options(f"Which digit is at the {POSITIONS[cell]}?", options)
     return QA("multiple_choice", question, option_answer(options, answer_index),
               {"stem": f"Which digit is at the {POSITIONS[cell]}?", "options": options, "answer_index": answer_index})
-
-
-def format_options(stem: str, options: list[str]) -> str:
-    lines = [stem] + [f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(options)]
-    return "\n".join(lines + [MC_SUFFIX])
-
-
-def option_answer(options: list[str], index: int) -> str:
-    return f"{OPTION_LETTERS[index]}. {options[index]}"
 
 
 def counting(rng: np.random.Generator, scene: Scene) -> QA:
@@ -166,3 +155,18 @@ IMAGE_FAMILIES = {
     "compare": compare,
     "description": description,
 }
+
+
+CAPTION_PROMPTS = {"grid": "Show the grid of digits.", "dense": "Where are the digits?",
+                   "set": "Which digits appear?"}
+
+
+def ask(family: str, rng: np.random.Generator, scene: Scene) -> QA | None:
+    """One question of a family, or None where the scene cannot support it."""
+    if family == "reading" and not any(all(d >= 0 for d in scene.row(r)) for r in range(3)):
+        return None
+    if family == "relation" and sum(scene.digits.count(d) == 1 for d in scene.digits) < 2:
+        return None
+    if family == "compare" and len(scene.filled) < 2:
+        return None
+    return IMAGE_FAMILIES[family](rng, scene)

@@ -23,7 +23,7 @@ rule train_target:
         "results/benchmarks/{dataset}/train_target_{instance}_r{ratio}_s{seed}.tsv"
     shell:
         "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --subset {input.subset}"
-        " --model-config {params.cfg:q} --seed {wildcards.seed} --out {params.out}"
+        " --model-config {params.cfg} --seed {wildcards.seed} --out {params.out}"
         " --threads {threads} > {log} 2>&1"
 
 

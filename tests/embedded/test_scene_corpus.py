@@ -4,8 +4,8 @@ import json
 
 from PIL import Image
 
-from selectbench.data.scene_corpus import build_scene_corpus
-from selectbench.data.scenes import load_digit_banks
+from selectbench.embedded.scene_corpus import build_scene_corpus
+from selectbench.embedded.scenes import load_digit_banks
 
 
 def _corpus(parts, saved):
@@ -47,7 +47,7 @@ def test_parts_have_their_sizes_families_and_true_answers():
 
 
 def test_pool_and_eval_sets_do_not_depend_on_the_corpus(tmp_path, tiny_config):
-    from selectbench.data.embedded import write_embedded
+    from selectbench.embedded.dataset import write_embedded
 
     cfg = json.loads(json.dumps(tiny_config["datasets"]["digits"]["embedded"]))
     benchmarks = tiny_config["datasets"]["digits"]["benchmarks"]

@@ -13,13 +13,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from selectbench.data import questions as Q
-from selectbench.data.scenes import (
+from selectbench.embedded import questions as Q
+from selectbench.embedded.scene_corpus import build_scene_corpus
+from selectbench.embedded.scenes import (
     CONFUSABLE, NUMBER_WORDS, POSITIONS, DigitBank, Scene, load_digit_banks, random_scene, render,
 )
-
-BENCHMARKS = ("pope", "textvqa", "vqav2", "gqa", "mmbench", "mmvet")
-
 
 class _ImageWriter:
     """Renders scenes to PNG files under images/<split>/ and returns their paths relative to the image root;
@@ -68,17 +66,6 @@ def _scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
     return random_scene(rng, bank, n)
 
 
-def ask(family: str, rng: np.random.Generator, scene: Scene) -> Q.QA | None:
-    """One question of a family, or None where the scene cannot support it."""
-    if family == "reading" and not any(all(d >= 0 for d in scene.row(r)) for r in range(3)):
-        return None
-    if family == "relation" and sum(scene.digits.count(d) == 1 for d in scene.digits) < 2:
-        return None
-    if family == "compare" and len(scene.filled) < 2:
-        return None
-    return Q.IMAGE_FAMILIES[family](rng, scene)
-
-
 def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWriter) -> list[dict]:
     """The instruction-tuning pool in LLaVA-665k's format, with uneven and redundant family proportions."""
     families = list(cfg["family_weights"])
@@ -101,10 +88,10 @@ def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWrit
         scene = _scene_for(family, rng, images.bank)
         # Like LLaVA-665k's VQA sources, several questions about one image are packed into one record.
         low, high = cfg.get("questions_per_record", {}).get(family, [1, 1])
-        turns = _distinct([ask(family, rng, scene) for _ in range(int(rng.integers(low, high + 1)))])
+        turns = _distinct([Q.ask(family, rng, scene) for _ in range(int(rng.integers(low, high + 1)))])
         if rng.random() < cfg["multi_turn_fraction"]:
             for _ in range(int(rng.integers(1, 3))):
-                extra = ask(str(rng.choice(families, p=weights)), rng, scene)
+                extra = Q.ask(str(rng.choice(families, p=weights)), rng, scene)
                 if extra is not None:
                     turns.append(extra)
         turns = _distinct(turns) or [Q.identify(rng, scene)]
@@ -131,9 +118,6 @@ def _conversation(turns: list[Q.QA], with_image: bool) -> list[dict]:
     return conv
 
 
-CAPTION_PROMPTS = {"grid": "Show the grid of digits.", "dense": "Where are the digits?",
-                   "set": "Which digits appear?"}
-
 
 def build_captions(n: int, rng: np.random.Generator, images: _ImageWriter) -> tuple[list[dict], list[dict]]:
     """Stage-1 alignment data (LLaVA-558k's role): an image and a caption, in turn of three styles: the grid
@@ -143,12 +127,12 @@ def build_captions(n: int, rng: np.random.Generator, images: _ImageWriter) -> tu
     out, cells = [], []
     for i in tqdm(range(n), desc="captions", mininterval=2):
         scene = random_scene(rng, images.bank, int(rng.integers(1, 6)), allow_repeats=rng.random() < 0.3)
-        style = list(CAPTION_PROMPTS)[i % len(CAPTION_PROMPTS)]
+        style = list(Q.CAPTION_PROMPTS)[i % len(Q.CAPTION_PROMPTS)]
         text = {"grid": Q.caption, "set": Q.digit_set,
                 "dense": lambda s: Q.description(rng, s).answer}[style](scene)
         image = images(scene)
         out.append({"id": f"caption-{i:06d}", "image": image, "conversations": [
-            {"from": "human", "value": "<image>\n" + CAPTION_PROMPTS[style]},
+            {"from": "human", "value": "<image>\n" + Q.CAPTION_PROMPTS[style]},
             {"from": "gpt", "value": text}]})
         cells.append({"image": image, "cells": list(scene.labels)})
     return out, cells
@@ -211,7 +195,7 @@ def _vqav2(rng, bank, writer, n) -> list[dict]:
     for i in range(n):
         kind = kinds[i % 3]
         scene = random_scene(rng, bank, int(rng.integers(2, 6)), allow_repeats=kind == "counting" and rng.random() < 0.5)
-        qa = ask(kind, rng, scene)
+        qa = Q.ask(kind, rng, scene)
         if kind == "presence":
             wrong = ["No" if qa.answer == "Yes" else "Yes"]
             answer_type = "yes/no"
@@ -233,7 +217,7 @@ def _gqa(rng, bank, writer, n) -> list[dict]:
         qa = None
         while qa is None:
             scene = random_scene(rng, bank, int(rng.integers(3, 6)))
-            qa = ask("relation" if kind.startswith("relation") else "compare", rng, scene)
+            qa = Q.ask("relation" if kind.startswith("relation") else "compare", rng, scene)
             if qa is not None and (qa.answer in ("Yes", "No")) != (kind == "relation_yes_no"):
                 qa = None  # resample until the question has the planned form
         items.append({"id": f"gqa-{i:05d}", "image": writer(scene), "question": qa.question, "answer": qa.answer,
@@ -261,7 +245,7 @@ def _mmvet(rng, bank, writer, n) -> list[dict]:
     return items
 
 
-_EVAL_BUILDERS: dict[str, Callable] = {
+EVAL_BUILDERS: dict[str, Callable] = {
     "pope": _pope, "textvqa": _textvqa, "vqav2": _vqav2, "gqa": _gqa, "mmbench": _mmbench, "mmvet": _mmvet,
 }
 
@@ -299,7 +283,7 @@ def build_validation(benchmark: str, size: int, rng: np.random.Generator, bank: 
     (the evaluation images) and no (image, question) repeats."""
     pending = _PendingImages(bank)
     candidates, seen = [], set()
-    for item in _EVAL_BUILDERS[benchmark](rng, bank, pending, size):
+    for item in EVAL_BUILDERS[benchmark](rng, bank, pending, size):
         key = (_digest(pending.pixels[item["image"]]), item["question"])
         if key[0] not in avoid and key not in seen:
             seen.add(key)
@@ -327,6 +311,11 @@ def build_validation(benchmark: str, size: int, rng: np.random.Generator, bank: 
     return records
 
 
+def generate(dataset_cfg: dict[str, Any], tmp: Path) -> tuple[dict, None]:
+    """The "embedded" data source (selectbench.data.prepare.SOURCES): the dataset generated under tmp."""
+    return write_embedded(tmp, dataset_cfg["embedded"], dataset_cfg["benchmarks"]), None
+
+
 def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) -> dict:
     """Write pool.json, captions.json, eval/<benchmark>.json, task_validation/<benchmark>.json and images/
     under out_dir; return the manifest."""
@@ -340,7 +329,7 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
     eval_writer = _ImageWriter(image_root, "eval", held_out_bank)
     eval_files = {}
     for name in benchmarks:
-        items = _EVAL_BUILDERS[name](rng, held_out_bank, eval_writer, cfg["eval_sizes"][name])
+        items = EVAL_BUILDERS[name](rng, held_out_bank, eval_writer, cfg["eval_sizes"][name])
         eval_files[name] = f"eval/{name}.json"
         _dump(out_dir / eval_files[name], items)
     validation_files = _write_validation(out_dir, cfg, benchmarks, held_out_bank, eval_writer.digests)
@@ -371,8 +360,6 @@ def _write_validation(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str],
 
 def _write_scene_corpus(out_dir: Path, cfg: dict[str, Any], bank: DigitBank) -> list[str]:
     """scene_corpus/part<k>.json (images under images/scenes/): the corpus of stage 0, one file per part."""
-    from selectbench.data.scene_corpus import build_scene_corpus
-
     parts = cfg.get("scene_corpus", [])
     if not parts:
         return []

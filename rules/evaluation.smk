@@ -9,12 +9,12 @@ rule evaluate:
         predictions="results/{dataset}/eval/{instance}/r{ratio}_s{seed}.predictions.json",
     params:
         benchmarks=lambda w: config["datasets"][w.dataset]["benchmarks"],
-        template=json.dumps(config["models"]["target"]["template"]),
+        template=settings("models.target.template", config["models"]["target"]["template"]),
         key=lambda w: json.dumps({"dataset": w.dataset, "method": w.instance,
                                   "ratio": float(w.ratio), "seed": int(w.seed)}),
         batch=config["evaluation"].get("batch_size", 1),
         backend=config["evaluation"].get("backend", "builtin"),
-        lmms=json.dumps(config["evaluation"].get("lmms_eval", {})),
+        backend_settings=settings("evaluation.backend", config["evaluation"].get("lmms_eval", {})),
     threads: threads_for("evaluate")
     resources:
         **rule_resources("evaluate"),
@@ -26,6 +26,6 @@ rule evaluate:
         "results/benchmarks/{dataset}/evaluate_{instance}_r{ratio}_s{seed}.tsv"
     shell:
         "python -m selectbench.cli evaluate --model {input.model} --data {input.data} --benchmarks {params.benchmarks}"
-        " --template {params.template:q} --key {params.key:q} --out {output.rows}"
+        " --template {params.template} --key {params.key:q} --out {output.rows}"
         " --predictions {output.predictions} --batch-size {params.batch} --threads {threads}"
-        " --backend {params.backend} --lmms-config {params.lmms:q} > {log} 2>&1"
+        " --backend {params.backend} --settings {params.backend_settings} > {log} 2>&1"

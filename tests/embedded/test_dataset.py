@@ -5,8 +5,10 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from selectbench.data.embedded import BENCHMARKS
 from selectbench.data.validate import record_problems
+from selectbench.embedded.dataset import EVAL_BUILDERS
+
+BENCHMARKS = tuple(EVAL_BUILDERS)
 
 
 def test_pool_is_llava_format_with_text_only_and_multi_turn(tiny_data):
@@ -48,7 +50,7 @@ def test_benchmark_shapes(tiny_data):
 
 
 def test_generation_is_deterministic(tmp_path, tiny_config):
-    from selectbench.data.embedded import write_embedded
+    from selectbench.embedded.dataset import write_embedded
 
     cfg = tiny_config["datasets"]["digits"]["embedded"]
     a = write_embedded(tmp_path / "a", cfg, list(BENCHMARKS))
@@ -71,7 +73,7 @@ def _pixels(data, rel: str) -> bytes:
 
 
 def test_validation_sets_are_small_llava_records_per_benchmark(tiny_data):
-    from selectbench.data.embedded import VALIDATION_SIZE
+    from selectbench.embedded.dataset import VALIDATION_SIZE
 
     assert tiny_data.validation_tasks() == list(BENCHMARKS)
     for name in BENCHMARKS:
@@ -106,7 +108,7 @@ def test_validation_examples_are_disjoint_from_the_evaluation_sets(tiny_data):
 
 def test_validation_sets_do_not_move_the_pool_or_the_evaluation_sets(tmp_path, tiny_config):
     """Validation items come from their own RNG stream: changing their size changes nothing else."""
-    from selectbench.data.embedded import write_embedded
+    from selectbench.embedded.dataset import write_embedded
 
     cfg = tiny_config["datasets"]["digits"]["embedded"]
 

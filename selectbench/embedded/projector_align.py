@@ -6,7 +6,7 @@ image token of a 7 is what the 7 of the question is: this step fits the projecto
 cells of the caption images, so that the image token of each cell is the language model's input embedding of that
 cell's character (the digit, or "-" when empty), plus, with `position_scale`, a fixed vector for the cell (the
 token's place among the image tokens is otherwise only known relative to the question that follows). Stage 0 then
-trains the language model on the scene corpus through this projector (selectbench.data.scene_corpus).
+trains the language model on the scene corpus through this projector (selectbench.embedded.scene_corpus).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from selectbench.data.images import ImageLoader
-from selectbench.models.vision_pretrain import labelled_cells, patch_features
+from selectbench.embedded.vision_pretrain import labelled_cells, patch_features
 
 log = logging.getLogger(__name__)
 EMPTY_CELL = "-"  # as the grid captions write an empty cell

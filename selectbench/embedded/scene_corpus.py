@@ -3,7 +3,7 @@ digit bank, questions in the pool's own words), beyond the pool, for the target'
 
 Membership ("Is there a 7 in the image?") is what the tiny model cannot learn from the pool alone: it needs about
 10,000 unique scenes asked in batches of their own, and image tokens that read as the characters of the question
-(selectbench.models.projector_align). Stage 0 trains on this corpus after the projector alignment, the projector
+(selectbench.embedded.projector_align). Stage 0 trains on this corpus after the projector alignment, the projector
 frozen for the presence-only part so that the language model learns membership on those tokens.
 """
 
@@ -14,12 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from selectbench.data import questions as Q
-from selectbench.data.embedded import (  # embedded imports this module lazily: no cycle
-    CAPTION_PROMPTS,
-    ask,
-)
-from selectbench.data.scenes import GRID, DigitBank, Scene
+from selectbench.embedded import questions as Q
+from selectbench.embedded.scenes import GRID, DigitBank, Scene
 
 SCENE_STREAM = 2  # a random stream of its own: the pool, captions and evaluation sets do not change
 CAPTIONS = {"grid": Q.caption, "set": Q.digit_set}
@@ -47,9 +43,9 @@ def corpus_record(rng: np.random.Generator, families: dict[str, float], rid: str
     family = str(rng.choice(names, p=weights / weights.sum()))
     scene = random_corpus_scene(rng, bank, full_row=family == "reading")
     if family in CAPTIONS:
-        question, answer = CAPTION_PROMPTS[family], CAPTIONS[family](scene)
+        question, answer = Q.CAPTION_PROMPTS[family], CAPTIONS[family](scene)
     else:
-        qa = ask(family, rng, scene) or Q.presence(rng, scene)
+        qa = Q.ask(family, rng, scene) or Q.presence(rng, scene)
         question, answer, family = qa.question, qa.answer, qa.family
     return {"id": rid, "image": save(scene), "conversations": [{"from": "human", "value": "<image>\n" + question},
                                                                 {"from": "gpt", "value": answer}], "family": family}
