@@ -8,7 +8,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from selectbench import cluster, registry
 from selectbench.config import check_seams, settings_file
-from selectbench.features import FEATURES, spec_label
+from selectbench.features import spec_label, with_plugins
 from selectbench.models.locate import fingerprint
 from selectbench.selection.registry import Instance, discover, expand, reference_method
 
@@ -17,10 +17,13 @@ from selectbench.selection.registry import Instance, discover, expand, reference
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 if not USE_CONDA:
     shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
-METHODS_DIR = str(Path(workflow.basedir) / "methods")
+# methods/ and any folders the config adds (`method_dirs`, e.g. a lab's own plug-ins kept outside this repo)
+METHOD_DIRS = [str(Path(workflow.basedir) / "methods"), *(str(Path(d).resolve()) for d in config.get("method_dirs", []))]
 # With --use-conda every job runs in this env (relative to rules/): the CPU one, or envs/paper.yaml at scale.
 CONDA_ENV = config.get("conda_env", "../envs/selectbench.yaml")
-AVAILABLE = discover(METHODS_DIR)
+AVAILABLE = discover(METHOD_DIRS)
+# built-in per-example features and those the method plug-ins declare
+FEATURES = with_plugins(AVAILABLE)
 REFERENCE = reference_method(AVAILABLE)
 INSTANCES = {i.label: i for i in expand(config["methods"], AVAILABLE)}
 INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))

@@ -8,6 +8,7 @@ rule feature_shard:
         spec=lambda w: json.dumps(FEATURE_SPECS[(w.feature, w.spec)]),
         inputs=lambda w: json.dumps(feature_inputs(w)),
         cfg=model_config("proxy"),
+        methods=METHOD_DIRS,
         batch=config["features"]["batch_size"],
         device=config["features"].get("device", "auto"),
     threads: threads_for("feature_shard")
@@ -20,7 +21,8 @@ rule feature_shard:
     benchmark:
         "results/benchmarks/{dataset}/feature_{feature}_{spec}_shard{shard}-of-{shards}.tsv"
     shell:
-        "python -m selectbench.cli feature-shard --feature {wildcards.feature} --spec {params.spec:q}"
+        "python -m selectbench.cli feature-shard --feature {wildcards.feature} --methods-dir {params.methods}"
+        " --spec {params.spec:q}"
         " --data {input.pool} --inputs {params.inputs:q} --model-config {params.cfg}"
         " --shard {wildcards.shard} --shards {wildcards.shards} --batch-size {params.batch}"
         " --device {params.device} --out {output} --threads {threads} > {log} 2>&1"

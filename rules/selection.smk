@@ -8,7 +8,7 @@ rule score:
     params:
         instance=lambda w: instance_json(w.instance),
         artifacts=lambda w: json.dumps(artifact_inputs(w)),
-        methods=METHODS_DIR,
+        methods=METHOD_DIRS,
     threads: threads_for("score")
     resources:
         **rule_resources("score"),
@@ -33,7 +33,7 @@ rule select:
         "results/{dataset}/subsets/{instance}/r{ratio}_s{seed}.json",
     params:
         instance=lambda w: instance_json(w.instance),
-        methods=METHODS_DIR,
+        methods=METHOD_DIRS,
     resources:
         **rule_resources("select"),
     conda:

@@ -62,7 +62,7 @@ def cmd_score(a) -> None:
     from selectbench.selection.run import score
 
     inst = Instance(a.instance["label"], a.instance["method"], tuple(sorted(a.instance["params"].items())))
-    score(a.methods_dir, DataDir(a.data), a.dataset, inst, a.artifacts, Path(a.out), a.threads, a.config)
+    score(a.methods_dir, DataDir(a.data), a.dataset, inst, a.artifacts, Path(a.out), a.threads)
 
 
 def cmd_select(a) -> None:
@@ -70,8 +70,7 @@ def cmd_select(a) -> None:
     from selectbench.selection.run import select
 
     inst = Instance(a.instance["label"], a.instance["method"], tuple(sorted(a.instance["params"].items())))
-    meta = select(a.methods_dir, DataDir(a.data), a.dataset, inst, Path(a.scores), a.ratio, a.seed, Path(a.out),
-                  a.config)
+    meta = select(a.methods_dir, DataDir(a.data), a.dataset, inst, Path(a.scores), a.ratio, a.seed, Path(a.out))
     logging.info("selected %d of %d (%s, ratio %g, seed %d)", meta["size"], meta["pool_size"], inst.label,
                  a.ratio, a.seed)
 
@@ -99,11 +98,13 @@ def cmd_gradient_warmup(a) -> None:
 
 
 def cmd_feature_shard(a) -> None:
-    from selectbench.features import FEATURES
+    from selectbench.features import ShardJob, with_plugins
+    from selectbench.selection.registry import discover
 
-    extract = FEATURES[a.feature].load()
-    summary = extract(DataDir(a.data), {k: Path(v) for k, v in a.inputs.items()}, a.spec, a.model_config,
-                      a.shard, a.shards, a.batch_size, Path(a.out), a.threads, a.device)
+    features = with_plugins(discover(a.methods_dir))
+    job = ShardJob(DataDir(a.data), {k: Path(v) for k, v in a.inputs.items()}, a.spec, a.model_config, a.shard,
+                   a.shards, a.batch_size, Path(a.out), a.threads, a.device)
+    summary = features[a.feature].load()(job)
     logging.info("%s shard %d/%d: %d examples in %.1f s", a.feature, a.shard, a.shards, summary["examples"],
                  summary["seconds"])
 
@@ -163,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     add("finetune", cmd_finetune, ("--data", req), ("--base", req), ("--subset", {"default": None}),
         ("--model-config", js), ("--seed", {"type": int, "default": 0}), ("--out", req),
         ("--checkpoint-list", {"default": None}), ("--threads", {"type": int, "default": 1}))
-    common_sel = [("--methods-dir", req), ("--data", req), ("--dataset", req), ("--instance", js),
-                  ("--config", {"type": read_settings, "default": {}})]
+    common_sel = [("--methods-dir", {"nargs": "+", **req}), ("--data", req), ("--dataset", req),
+                  ("--instance", js)]
     add("score", cmd_score, *common_sel, ("--artifacts", {"type": read_settings, "default": {}}), ("--out", req),
         ("--threads", {"type": int, "default": 1}))
     add("select", cmd_select, *common_sel, ("--scores", req), ("--ratio", {"type": float, **req}),
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", req), ("--model-config", js),
         ("--warmup", js), ("--out-dir", req), ("--out", req), ("--threads", {"type": int, "default": 1}))
-    add("feature-shard", cmd_feature_shard, ("--feature", req), ("--spec", js), ("--data", req),
+    add("feature-shard", cmd_feature_shard, ("--feature", req), ("--methods-dir", {"nargs": "+", **req}),
+        ("--spec", js), ("--data", req),
         ("--inputs", js), ("--model-config", js), ("--shard", {"type": int, **req}),
         ("--shards", {"type": int, **req}), ("--batch-size", {"type": int, "default": 32}),
         ("--device", {"default": "auto"}), ("--out", req), ("--threads", {"type": int, "default": 1}))

@@ -2,8 +2,9 @@
 merges, then read by every method instance, ratio and seed that needs them.
 
 A method asks for a feature by naming it in `requires` and saying which spec it needs (Method.feature_spec);
-instances that ask for the same spec share one extraction. This module stays import-light (no torch) because
-the Snakefile reads it at planning time.
+instances that ask for the same spec share one extraction. A method file may also declare a feature of its own
+(Method.features); the DAG treats it exactly like these. This module stays import-light (no torch) because the
+Snakefile reads it at planning time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,28 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from selectbench.data.datadir import DataDir
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What one shard job of a feature extraction is given: the data, the artifacts the feature requires (by name),
+    its spec, the proxy's model config, which shard of how many, and where to write its rows and arrays."""
+
+    data: DataDir
+    inputs: dict[str, Path]
+    spec: dict[str, Any]
+    model_cfg: dict[str, Any]
+    shard: int
+    shards: int
+    batch_size: int
+    out: Path
+    threads: int = 1
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -19,7 +41,7 @@ class Feature:
     name: str
     defaults: dict[str, Any]
     requires: tuple[str, ...]       # artifacts the extraction reads (selectbench.selection.base.ARTIFACTS)
-    extractor: str                  # "module:function" with extract_shard's signature
+    extractor: str | Callable       # function(job: ShardJob) -> summary, or "module:function" naming one
     choices: dict[str, tuple] = field(default_factory=dict)
 
     def spec(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -36,6 +58,8 @@ class Feature:
         return spec
 
     def load(self) -> Callable:
+        if callable(self.extractor):
+            return self.extractor
         module, func = self.extractor.split(":")
         return getattr(importlib.import_module(module), func)
 
@@ -68,6 +92,18 @@ FEATURES: dict[str, Feature] = {
         extractor="selectbench.features.clip_score:extract_shard",
     ),
 }
+
+
+def with_plugins(methods: dict[str, Any]) -> dict[str, Feature]:
+    """The built-in features and those method plug-ins declare (Method.features); a name may not be taken twice."""
+    out = dict(FEATURES)
+    for method in methods.values():
+        for name, feature in getattr(method, "features", {}).items():
+            if name in out and out[name] is not feature:
+                raise ValueError(f"method {method.name!r} declares feature {name!r}, which another method or the "
+                                 "suite already defines")
+            out[name] = feature
+    return out
 
 
 def spec_label(spec: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
-from selectbench.data.datadir import DataDir
+from selectbench.features import ShardJob
 from selectbench.features.passes import device_for, run_shard
 from selectbench.features.sharding import plan_batches, shard_batches
 from selectbench.models.clip import encode_texts, load_clip, record_text
@@ -52,9 +52,10 @@ def clip_scores(model, tokenizer, images: ImageLoader, records: list[dict], batc
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
-                  shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
-                  device: str = "auto") -> dict[str, Any]:
+def extract_shard(job: ShardJob) -> dict[str, Any]:
+    data, inputs = job.data, job.inputs
+    shard, n_shards, batch_size, out, threads, device = (job.shard, job.shards, job.batch_size, job.out,
+                                                         job.threads, job.device)
     torch.set_num_threads(threads)
     source = model_source(inputs["clip_model"])
     batches = shard_batches(plan_batches(data.pool, range(len(data.pool)), batch_size), shard, n_shards)

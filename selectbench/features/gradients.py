@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
-from selectbench.features import FEATURES
+from selectbench.features import FEATURES, ShardJob
 from selectbench.features.passes import device_for, example_losses, run_shard, shard_batches_for
 from selectbench.models.build import load_model
 from selectbench.models.conversation import make_template
@@ -236,9 +236,10 @@ def validation_features(model, data: DataDir, tokenizer, processor, template, sp
             "meta_validation_task": tasks, "meta_validation_id": ids}
 
 
-def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
-                  shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
-                  device: str = "auto") -> dict[str, Any]:
+def extract_shard(job: ShardJob) -> dict[str, Any]:
+    data, inputs, spec, model_cfg = job.data, job.inputs, job.spec, job.model_cfg
+    shard, n_shards, batch_size, out, threads, device = (job.shard, job.shards, job.batch_size, job.out,
+                                                         job.threads, job.device)
     spec = FEATURES["lora_gradients"].spec(spec)
     torch.set_num_threads(threads)
     warm = json.loads(Path(inputs["gradient_warmup"]).read_text())  # {"base": proxy base dir, "warmup": dir}

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from selectbench.data.datadir import DataDir
-from selectbench.features import FEATURES
+from selectbench.features import FEATURES, ShardJob
 from selectbench.features.passes import answer_token_targets, device_for, read_checkpoints, run_shard, \
     shard_batches_for
 from selectbench.models.build import load_checkpoint
@@ -59,9 +58,10 @@ def statistics_for_checkpoint(model, batches, device: torch.device, desc: str = 
     return {k: torch.cat(v).numpy().astype(np.int64 if k == "n_answer" else np.float32) for k, v in out.items()}
 
 
-def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
-                  shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
-                  device: str = "auto") -> dict[str, Any]:
+def extract_shard(job: ShardJob) -> dict[str, Any]:
+    data, inputs, spec, model_cfg = job.data, job.inputs, job.spec, job.model_cfg
+    shard, n_shards, batch_size, out, threads, device = (job.shard, job.shards, job.batch_size, job.out,
+                                                         job.threads, job.device)
     spec = FEATURES["proxy_token_stats"].spec(spec)
     torch.set_num_threads(threads)
     listing = read_checkpoints(inputs["proxy_checkpoints"])

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from selectbench.data.datadir import DataDir
-from selectbench.features import FEATURES
+from selectbench.features import FEATURES, ShardJob
 from selectbench.features.attention import BatchLayout, record_blocks, top_singular_values
 from selectbench.features.passes import device_for, example_losses, read_checkpoints, run_shard, shard_batches_for
 from selectbench.models.build import load_checkpoint
@@ -47,10 +46,11 @@ def trajectories_for_checkpoint(model, batches: list[dict[str, torch.Tensor]], s
             "n_text": torch.cat(n_text).numpy(), "n_image": torch.cat(n_image).numpy()}
 
 
-def extract_shard(data: DataDir, inputs: dict[str, Path], spec: dict[str, Any], model_cfg: dict[str, Any],
-                  shard: int, n_shards: int, batch_size: int, out: Path, threads: int = 1,
-                  device: str = "auto") -> dict[str, Any]:
+def extract_shard(job: ShardJob) -> dict[str, Any]:
     """Trajectories of this shard's image examples over every proxy checkpoint; resumable per checkpoint."""
+    data, inputs, spec, model_cfg = job.data, job.inputs, job.spec, job.model_cfg
+    shard, n_shards, batch_size, out, threads, device = (job.shard, job.shards, job.batch_size, job.out,
+                                                         job.threads, job.device)
     spec = FEATURES["attention_trajectories"].spec(spec)
     torch.set_num_threads(threads)
     checkpoints = read_checkpoints(inputs["proxy_checkpoints"])

@@ -31,7 +31,6 @@ class Context:
     artifacts: dict[str, Path] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
-    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -45,13 +44,16 @@ class Method:
     """Base class of selection methods.
 
     name: the method's name in the config and in result tables.
-    requires: artifacts (from ARTIFACTS) the scoring step needs.
+    requires: artifacts (from ARTIFACTS, or features the method declares) the scoring step needs.
+    features: per-example features the method brings (name → selectbench.features.Feature); the DAG shards,
+        gathers and caches them like the built-in ones.
     parameters: defaults; the config may override them, and a list value expands to a grid of instances.
     is_reference: the full-data reference (ratio 1 only).
     """
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    features: ClassVar[dict[str, Any]] = {}
     parameters: ClassVar[dict[str, Any]] = {}
     is_reference: ClassVar[bool] = False
 

@@ -1,4 +1,4 @@
-"""Discovery of method plug-ins in methods/ and expansion of their parameter grids into instances."""
+"""Discovery of method plug-ins in methods/ (and any folder `method_dirs` adds) and expansion of their parameter grids into instances."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from selectbench.selection.base import ARTIFACTS, Method
 
@@ -17,11 +17,18 @@ class MethodError(ValueError):
     """An unknown method, a bad parameter or a broken plug-in file."""
 
 
+def discover(methods_dirs: str | Sequence[str]) -> dict[str, type[Method]]:
+    """Every Method subclass defined in <dir>/*.py of the given folders (files starting with "_" are skipped)."""
+    return _discover((methods_dirs,) if isinstance(methods_dirs, (str, Path)) else tuple(methods_dirs))
+
+
 @lru_cache(maxsize=None)
-def discover(methods_dir: str) -> dict[str, type[Method]]:
-    """Every Method subclass defined in methods_dir/*.py (files starting with "_" are skipped)."""
+def _discover(methods_dirs: tuple[str, ...]) -> dict[str, type[Method]]:
     found: dict[str, type[Method]] = {}
-    for path in sorted(Path(methods_dir).glob("*.py")):
+    paths = [p for d in methods_dirs for p in sorted(Path(d).glob("*.py"))]
+    if not paths:
+        raise MethodError(f"no method plug-in in {', '.join(map(str, methods_dirs))}")
+    for path in paths:
         if path.name.startswith("_"):
             continue
         spec = importlib.util.spec_from_file_location(f"selectbench_methods.{path.stem}", path)
@@ -36,7 +43,7 @@ def discover(methods_dir: str) -> dict[str, type[Method]]:
                     raise MethodError(f"{path}: {obj.__name__} has no name")
                 if obj.name in found:
                     raise MethodError(f"{path}: method name {obj.name!r} is defined twice")
-                unknown = set(obj.requires) - set(ARTIFACTS)
+                unknown = set(obj.requires) - set(ARTIFACTS) - set(obj.features)
                 if unknown:
                     raise MethodError(f"{path}: {obj.name} requires unknown artifacts {sorted(unknown)}; "
                                       f"known: {list(ARTIFACTS)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -15,21 +15,20 @@ from selectbench.selection.registry import Instance, discover
 from selectbench.versions import package_versions
 
 
-def _context(data: DataDir, dataset: str, instance: Instance, artifacts: dict[str, str], threads: int,
-             config: dict[str, Any]) -> Context:
+def _context(data: DataDir, dataset: str, instance: Instance, artifacts: dict[str, str], threads: int) -> Context:
     return Context(dataset=dataset, pool=data.pool, image_root=data.image_root,
                    artifacts={k: Path(v) for k, v in artifacts.items()}, params=instance.param_dict,
-                   threads=threads, config=config)
+                   threads=threads)
 
 
-def _method(methods_dir: str, instance: Instance):
-    return discover(methods_dir)[instance.method]()
+def _method(methods_dirs: str | Sequence[str], instance: Instance):
+    return discover(methods_dirs)[instance.method]()
 
 
-def score(methods_dir: str, data: DataDir, dataset: str, instance: Instance, artifacts: dict[str, str],
-          out: Path, threads: int = 1, config: dict[str, Any] | None = None) -> None:
+def score(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instance: Instance,
+          artifacts: dict[str, str], out: Path, threads: int = 1) -> None:
     """Run the method's expensive scoring once and store the arrays (npz) with a metadata sidecar."""
-    ctx = _context(data, dataset, instance, artifacts, threads, config or {})
+    ctx = _context(data, dataset, instance, artifacts, threads)
     start = time.time()
     arrays = _method(methods_dir, instance).score(ctx)
     elapsed = time.time() - start
@@ -47,10 +46,10 @@ def score(methods_dir: str, data: DataDir, dataset: str, instance: Instance, art
         "arrays": sorted(arrays), "versions": package_versions()})
 
 
-def select(methods_dir: str, data: DataDir, dataset: str, instance: Instance, scores_path: Path, ratio: float,
-           seed: int, out: Path, config: dict[str, Any] | None = None) -> dict:
+def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instance: Instance, scores_path: Path, ratio: float,
+           seed: int, out: Path) -> dict:
     """Pick exactly round(ratio × N) distinct rows; write {ids, rows} and a sidecar with full provenance."""
-    ctx = _context(data, dataset, instance, {}, 1, config or {})
+    ctx = _context(data, dataset, instance, {}, 1)
     with np.load(scores_path) as z:
         arrays = {k: z[k] for k in z.files}
     method = _method(methods_dir, instance)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from selectbench.features import ShardJob
 from selectbench.embedded.dataset import EVAL_BUILDERS
 
 BENCHMARKS = tuple(EVAL_BUILDERS)
@@ -96,8 +97,8 @@ def gathered(tmp_path_factory, warm, tiny_data, tiny_config):
     def run(n):
         files = [tmp / f"n{n}_s{i}.npz" for i in range(n)]
         for i, f in enumerate(files):
-            extract_shard(tiny_data, {"gradient_warmup": warm["pointer"]}, SPEC,
-                          tiny_config["models"]["proxy"], i, n, 8, f, device="cpu")
+            extract_shard(ShardJob(tiny_data, {"gradient_warmup": warm["pointer"]}, SPEC,
+                                   tiny_config["models"]["proxy"], i, n, 8, f, device="cpu"))
         return tmp / f"n{n}.npz", gather(files, len(tiny_data.pool), tmp / f"n{n}.npz")
 
     return {1: run(1), 2: run(2)}

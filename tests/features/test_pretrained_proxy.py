@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from selectbench.features import ShardJob
 from selectbench.features.sharding import gather
 from selectbench.training.stages import checkpoint_dirs, finetune, train_base
 from tests.models.conftest import clip_dir, pretrained_cfg, stablelm_dir  # noqa: F401 (fixtures)
@@ -33,7 +34,7 @@ def _extract(module, tiny_data, inputs, spec, cfg, out, batch_size, shards=1):
     files = []
     for shard in range(shards):
         path = out / f"shard{shard}.npz"
-        module.extract_shard(tiny_data, inputs, spec, cfg, shard, shards, batch_size, path, device="cpu")
+        module.extract_shard(ShardJob(tiny_data, inputs, spec, cfg, shard, shards, batch_size, path, device="cpu"))
         files.append(path)
     return gather(files, len(tiny_data.pool), out / "gathered.npz")
 

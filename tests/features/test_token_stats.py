@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from selectbench.features import ShardJob
 from selectbench.data.images import ImageLoader
 from selectbench.features.sharding import gather
 from selectbench.features.token_stats import extract_shard
@@ -18,8 +19,8 @@ def _extract(tmp_path, tiny_data, tiny_config, proxy_run, n_shards):
     files = []
     for shard in range(n_shards):
         out = tmp_path / f"n{n_shards}" / f"s{shard}.npz"
-        extract_shard(tiny_data, {"proxy_checkpoints": proxy_run["listing"]}, {}, tiny_config["models"]["proxy"],
-                      shard, n_shards, 8, out, device="cpu")
+        extract_shard(ShardJob(tiny_data, {"proxy_checkpoints": proxy_run["listing"]}, {}, tiny_config["models"]["proxy"],
+                               shard, n_shards, 8, out, device="cpu"))
         files.append(out)
     return gather(files, len(tiny_data.pool), tmp_path / f"n{n_shards}.npz")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from selectbench.features import ShardJob
 from selectbench.features import FEATURES, spec_label
 from selectbench.features.sharding import gather, plan_batches, run_parts, shard_batches
 from selectbench.features.trajectories import extract_shard
@@ -14,8 +15,8 @@ def _extract(tmp_path, tiny_data, tiny_config, proxy_run, n_shards, spec=None):
     files = []
     for shard in range(n_shards):
         out = tmp_path / f"n{n_shards}" / f"shard{shard}.npz"
-        extract_shard(tiny_data, {"proxy_checkpoints": proxy_run["listing"]}, spec or {},
-                      tiny_config["models"]["proxy"], shard, n_shards, 8, out, threads=1, device="cpu")
+        extract_shard(ShardJob(tiny_data, {"proxy_checkpoints": proxy_run["listing"]}, spec or {},
+                               tiny_config["models"]["proxy"], shard, n_shards, 8, out, threads=1, device="cpu"))
         files.append(out)
     return gather(files, len(tiny_data.pool), tmp_path / f"n{n_shards}.npz")
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from selectbench.features import ShardJob
 from selectbench.features.clip_score import extract_shard
 from selectbench.features.sharding import gather
 from selectbench.embedded.clip import train_clip
@@ -31,7 +32,7 @@ def clip_dir(tmp_path_factory, tiny_data, tiny_config):
 def test_scores_match_a_direct_recomputation(tmp_path, tiny_data, tiny_config, clip_dir):
     files = [tmp_path / f"s{i}.npz" for i in range(2)]
     for i, f in enumerate(files):
-        extract_shard(tiny_data, {"clip_model": clip_dir / "model.json"}, {}, {}, i, 2, 8, f, device="cpu")
+        extract_shard(ShardJob(tiny_data, {"clip_model": clip_dir / "model.json"}, {}, {}, i, 2, 8, f, device="cpu"))
     scores = gather(files, len(tiny_data.pool), tmp_path / "all.npz")["clip_score"][:, 0]
     has_image = np.array(["image" in r for r in tiny_data.pool])
     assert np.isnan(scores[~has_image]).all() and np.isfinite(scores[has_image]).all()
