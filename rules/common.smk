@@ -30,19 +30,16 @@ INSTANCES.setdefault(REFERENCE, Instance(REFERENCE, REFERENCE, ()))
 
 
 def _check_benchmarks():
-    """Benchmarks must suit the evaluation backend; judge-scored lmms-eval tasks need a judge. Checked when the
-    DAG is planned, so a bad setting stops the run before any model is trained."""
-    from selectbench.evaluation.benchmarks import REGISTRY
+    """Benchmarks must have a scorer on the evaluation backend (selectbench/evaluation/specs.py); judge-scored
+    lmms-eval tasks need a judge. Checked when the DAG is planned, so a bad setting stops the run before any model
+    is trained."""
+    from selectbench.evaluation.specs import check_backend
 
     backend = config["evaluation"].get("backend", "builtin")
     for name, ds in config["datasets"].items():
         where = f"datasets.{name}.benchmarks"
-        if backend == "builtin":
-            wrong = [b for b in ds["benchmarks"] if b not in REGISTRY]
-            if wrong:
-                raise ValueError(f"{where}: {wrong} are lmms-eval tasks; the built-in evaluator has {sorted(REGISTRY)}"
-                                 " (or set evaluation.backend: lmms_eval)")
-        else:
+        check_backend(ds["benchmarks"], backend, where)
+        if backend == "lmms_eval":
             from selectbench.evaluation import lmms
 
             lmms_cfg = lmms.LmmsConfig.from_dict(config["evaluation"].get("lmms_eval"))

@@ -60,7 +60,8 @@ def settings_file(name: str, section: Any, root: Path = SETTINGS_DIR) -> str:
     """A config section as a JSON file named by its content (results/settings/<name>-<digest>.json), written once;
     a job reads it through the CLI's "@file" form. The name changes when the content does, so Snakemake's params
     trigger notices exactly the changes a job depends on."""
-    text = json.dumps(section, sort_keys=True, indent=1)
+    # key order is kept: it can matter (the embedded source draws families in the order the config lists them)
+    text = json.dumps(section, indent=1)
     path = Path(root) / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

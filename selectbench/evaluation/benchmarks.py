@@ -1,4 +1,5 @@
-"""Embedded benchmarks, one class each, registered by name (in the spirit of lmms-eval's task registry).
+"""The built-in scorers of the embedded benchmarks, one class each; selectbench.evaluation.specs names them (with
+their primary metric and chance level), in the spirit of lmms-eval's task registry.
 
 Each benchmark turns its items into requests (generation or log-likelihood), then scores the outputs with
 the real benchmark's metric. Values are reported on the scale papers use (percent, 0–100).
@@ -6,6 +7,7 @@ the real benchmark's metric. Values are reported on the scale papers use (percen
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from statistics import mean
 from typing import ClassVar
@@ -21,11 +23,8 @@ class Row:
 
 
 class Benchmark:
-    name: ClassVar[str]
-    primary: ClassVar[str]
-    chance: ClassVar[str] = ""
-    # (metric, value) a model must clearly beat to count as having learned the benchmark (see report.tables)
-    chance_level: ClassVar[tuple[str, float] | None] = None
+    """Turns a benchmark's items into requests and scores the outputs with the real benchmark's metric."""
+
     request_type: ClassVar[str] = "generate"  # or "loglikelihood"
     max_new_tokens: ClassVar[int] = 8
 
@@ -37,19 +36,7 @@ class Benchmark:
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Benchmark]] = {}
-
-
-def register(cls: type[Benchmark]) -> type[Benchmark]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-@register
 class Pope(Benchmark):
-    name, primary = "pope", "f1"
-    chance = "accuracy 50; f1 66.7 for always-yes"
-    chance_level = ("accuracy", 50.0)
     max_new_tokens = 3
 
     def score(self, items, outputs):
@@ -63,25 +50,15 @@ class Pope(Benchmark):
 
 
 class _SoftVQA(Benchmark):
-    primary = "vqa_accuracy"
-
     def score(self, items, outputs):
         return [Row("vqa_accuracy", 100 * mean(M.vqa_soft_accuracy(o, it["answers"]) for o, it in zip(outputs, items)))]
 
 
-@register
 class TextVQA(_SoftVQA):
-    name = "textvqa"
-    chance = "about 0.1 (a three-digit string guessed at random)"
-    chance_level = ("vqa_accuracy", 0.1)
+    """Read a row of digits; VQA soft accuracy over 10 references."""
 
 
-@register
 class VQAv2(_SoftVQA):
-    name = "vqav2"
-    chance = "about 24 (yes/no 50, digits 10, counts ~25, in equal thirds)"
-    chance_level = ("vqa_accuracy", 24.0)
-
     def score(self, items, outputs):
         rows = super().score(items, outputs)
         for kind in sorted({it["answer_type"] for it in items}):
@@ -91,24 +68,15 @@ class VQAv2(_SoftVQA):
         return rows
 
 
-@register
 class GQA(Benchmark):
-    name, primary = "gqa", "exact_match"
-    chance = "about 20 (half 10-way relations, a quarter yes/no relations, a quarter 10-way comparisons)"
-    chance_level = ("exact_match", 20.0)
-
     def score(self, items, outputs):
         return [Row("exact_match", 100 * mean(M.exact_match(o, it["answer"]) for o, it in zip(outputs, items)))]
 
 
-@register
 class MMBench(Benchmark):
     """Four options; each question asked once per rotation of its options (CircularEval). Answers are
     chosen by log-likelihood of each "<letter>. <option>" continuation."""
 
-    name, primary = "mmbench", "circular_accuracy"
-    chance = "0.4 circular (0.25^4), 25 vanilla"
-    chance_level = ("circular_accuracy", 0.4)
     request_type = "loglikelihood"
 
     def requests(self, items):
@@ -134,11 +102,7 @@ class MMBench(Benchmark):
         return [Row("circular_accuracy", 100 * circular), Row("vanilla_accuracy", 100 * vanilla)]
 
 
-@register
 class MMVet(Benchmark):
-    name, primary = "mmvet", "judge_score"
-    chance = "0 for an empty answer; about 10 for a right-format guess"
-    chance_level = ("judge_score", 10.0)
     max_new_tokens = 48
 
     def score(self, items, outputs):
@@ -146,6 +110,16 @@ class MMVet(Benchmark):
                                               for o, it in zip(outputs, items)))]
 
 
-def primary_metric(benchmark: str) -> str:
-    return REGISTRY[benchmark].primary
+def _scorers() -> dict[str, type[Benchmark]]:
+    from selectbench.evaluation.specs import BENCHMARKS
 
+    out = {}
+    for name, spec in BENCHMARKS.items():
+        if spec.builtin:
+            module, cls = spec.builtin.scorer.split(":")
+            out[name] = getattr(importlib.import_module(module), cls)
+    return out
+
+
+# benchmark name → its built-in scorer class, as selectbench.evaluation.specs lists them
+REGISTRY: dict[str, type[Benchmark]] = _scorers()

@@ -20,53 +20,12 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
+from selectbench.evaluation.specs import TASKS, TaskSpec
+
 log = logging.getLogger(__name__)
 
 PINNED_VERSION = "0.7.3"
 RESULTS_SUFFIX = "_results.json"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """An lmms-eval leaf task: metrics read from results[task]["<metric>,none"] with the factor that puts them in
-    percent (100 for 0–1 metrics, 1 for 0–100 ones), the primary metric, and the protocol its numbers follow."""
-
-    name: str
-    metrics: dict[str, float]
-    primary: str
-    protocol: str
-    judge: bool = False        # scored by an LLM judge (OpenAI-compatible API)
-    generates: bool = True     # generate_until: empty answers are counted
-    hub: bool = True           # dataset from the Hugging Face Hub (token: True in its YAML)
-    chance: str = ""
-    chance_level: tuple[str, float] | None = None
-    alternative: str = ""      # what to run instead when no judge is configured
-
-
-_PCT = 100.0
-TASKS: dict[str, TaskSpec] = {s.name: s for s in (
-    # pope_yes_ratio is left out: lmms-eval 0.7.3 computes it from the ground truth, not from the answers
-    TaskSpec("pope", {"pope_accuracy": _PCT, "pope_f1_score": _PCT, "pope_precision": _PCT, "pope_recall": _PCT},
-             "pope_f1_score", "POPE, adversarial + popular + random pooled; an answer counts only if exactly yes/no",
-             chance="accuracy 50; f1 66.7 for always-yes", chance_level=("pope_accuracy", 50.0)),
-    TaskSpec("textvqa_val", {"exact_match": _PCT}, "exact_match",
-             "TextVQA val, VQA soft accuracy, no OCR tokens in the prompt"),
-    TaskSpec("vqav2_val", {"exact_match": _PCT}, "exact_match",
-             "VQAv2 val (not test-dev), VQA soft accuracy"),
-    TaskSpec("gqa", {"exact_match": _PCT}, "exact_match", "GQA testdev-balanced, exact match"),
-    TaskSpec("mmbench_en_dev", {"gpt_eval_score": 1.0}, "gpt_eval_score",
-             "MMBench-EN dev, CircularEval, unparsed answers matched by the judge", judge=True, chance="0.4 circular",
-             alternative="mmbench_en_dev_static (rule-based answer extraction, no judge)"),
-    TaskSpec("mmbench_cn_dev", {"gpt_eval_score": 1.0}, "gpt_eval_score",
-             "MMBench-CN dev, CircularEval, unparsed answers matched by the judge", judge=True, chance="0.4 circular",
-             alternative="none in lmms-eval 0.7.3 (no static CN variant)"),
-    TaskSpec("mmbench_en_dev_static", {"gpt_eval_score": 1.0}, "gpt_eval_score",
-             "MMBench-EN dev, CircularEval, rule-based answer extraction (no judge; unparsed = wrong)",
-             chance="0.4 circular"),
-    TaskSpec("mmvet", {"gpt_eval_score": 1.0}, "gpt_eval_score",
-             "MM-Vet, lmms-eval's prompt and judge (not LLaVA's scripts)", judge=True,
-             alternative="none (every answer needs the judge)"),
-)}
 
 
 class LmmsEvalError(RuntimeError):

@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Collection
 
-from selectbench.evaluation.benchmarks import REGISTRY
+from selectbench.evaluation.specs import scoring
 from selectbench.evaluation.evaluators import COLUMNS
 
 
@@ -50,25 +50,13 @@ def protocols(rows: list[dict], benchmarks: list[str]) -> dict[str, str]:
     return out
 
 
-def spec(benchmark: str, protocol: str = ""):
-    """Primary metric, chance text and chance_level of a benchmark: an lmms-eval task (lmms.TASKS) when its rows
-    came from lmms-eval, else the embedded benchmark (benchmarks.REGISTRY)."""
-    from selectbench.evaluation.lmms import TASKS
-
-    if protocol.startswith("lmms-eval") or benchmark not in REGISTRY:
-        if benchmark not in TASKS:
-            raise ValueError(f"{benchmark}: neither an embedded benchmark nor a known lmms-eval task")
-        return TASKS[benchmark]
-    return REGISTRY[benchmark]
-
-
 def at_chance(rows: list[dict], reference: str, benchmarks: list[str], margin: float) -> dict[str, str]:
     """Benchmarks on which the full-data reference is within `margin` points of chance (its benchmark's
     chance_level metric), with the reason: relative to a model that learned nothing, a subset's score is noise."""
     out = {}
     proto = protocols(rows, benchmarks)
     for b in benchmarks:
-        level = spec(b, proto[b]).chance_level
+        level = scoring(b, proto[b]).chance_level
         if level is None:
             continue
         metric, chance = level
@@ -85,7 +73,7 @@ def summarise(rows: list[dict], reference: str, benchmarks: list[str], chance_ma
     With chance_margin, benchmarks the reference did not learn (see at_chance) are left out of Rel. % and
     the entry says so."""
     proto = protocols(rows, benchmarks)
-    primary = {b: spec(b, proto[b]).primary for b in benchmarks}
+    primary = {b: scoring(b, proto[b]).primary for b in benchmarks}
     by_key: dict[tuple, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r["benchmark"] in primary and r["metric"] == primary[r["benchmark"]]:
@@ -133,7 +121,7 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
                 task_aware: Collection[str] = ()) -> str:
     """task_aware: method labels whose selection used evaluation-task data; marked † with a footnote."""
     proto = _protocols(summary, benchmarks)
-    head = ["method", "ratio", "seeds"] + [f"{b} ({spec(b, proto[b]).primary})" for b in benchmarks] + ["Rel. %"]
+    head = ["method", "ratio", "seeds"] + [f"{b} ({scoring(b, proto[b]).primary})" for b in benchmarks] + ["Rel. %"]
     if published:
         head.append("published Rel. % (paper's protocol)")
     lines = [f"### {dataset}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -155,7 +143,7 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
                   + "): their columns are shown but are noise."]
     lines += ["", "Values: mean ± std over seeds, on each benchmark's own scale (percent). Rel. % = mean over "
               "benchmarks of 100 × subset / full data. Chance levels: "
-              + "; ".join(f"{b}: {spec(b, proto[b]).chance or 'n/a'}" for b in benchmarks) + "."]
+              + "; ".join(f"{b}: {scoring(b, proto[b]).chance or 'n/a'}" for b in benchmarks) + "."]
     lines += ["", "**Protocol** — " + protocol_text(proto)]
     if published:
         lines += ["", ("Published Rel. % is the paper's, under its own protocol (LLaVA's evaluation scripts, VQAv2 "
