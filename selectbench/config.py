@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from selectbench import registry
+from selectbench.io import atomic_write_text
 
 SETTINGS_DIR = Path("results") / "settings"
 
@@ -64,10 +65,7 @@ def settings_file(name: str, section: Any, root: Path = SETTINGS_DIR) -> str:
     text = json.dumps(section, indent=1)
     path = Path(root) / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return str(path)
 
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
+from selectbench.io import atomic_file
 from selectbench.data.validate import MAX_EXAMPLES, PoolError, Problem, load_json, load_json_list
 
 IMAGE_SOURCES_665K = (("coco/train2017/", "coco"), ("gqa/images/", "gqa"), ("ocr_vqa/images/", "ocr_vqa"),
@@ -185,18 +185,11 @@ def original_record(record: dict, metadata_fields: Sequence[str]) -> dict:
 
 def write_json_records(path: Path, records: Iterable[Any]) -> None:
     """A JSON list, one record per line, written to a temporary file and renamed (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write("[")
-            for i, record in enumerate(records):
-                fh.write(("," if i else "") + "\n" + json.dumps(record, separators=(",", ":")))
-            fh.write("\n]\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(Path(path)) as tmp, open(tmp, "w", encoding="ascii") as fh:
+        fh.write("[")
+        for i, record in enumerate(records):
+            fh.write(("," if i else "") + "\n" + json.dumps(record, separators=(",", ":")))
+        fh.write("\n]\n")
 
 
 def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from selectbench import registry
 from selectbench.data import pools
+from selectbench.io import atomic_dir
 from selectbench.data.validate import PoolError, load_json_list, resolve_policy, validate_records
 
 
@@ -26,14 +26,11 @@ def sha256_file(path: Path) -> str:
 
 def prepare(dataset_cfg: dict[str, Any], out_dir: Path) -> dict:
     """Write the data folder for one dataset; nothing appears at out_dir unless every step succeeded."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(Path(out_dir)) as tmp:
         manifest, pool = _build(dataset_cfg, tmp)
         if pool is None:  # a generated pool (embedded), already written
             pool = pools.read_plain(tmp / manifest["pool"])
-            pool.file = out_dir / manifest["pool"]  # the name problems are reported under
+            pool.file = Path(out_dir) / manifest["pool"]  # the name problems are reported under
         policy = resolve_policy(dataset_cfg.get("validation"), pools.POLICY_DEFAULTS.get(manifest["source"]))
         image_root = (tmp / manifest["image_root"]).resolve()  # through the link: messages name the real files
         rows, report = validate_records(pool.records, image_root, policy, file=pool.file,
@@ -46,13 +43,7 @@ def prepare(dataset_cfg: dict[str, Any], out_dir: Path) -> dict:
         manifest["pool_size"] = len(rows)
         manifest["pool_sha256"] = sha256_file(tmp / manifest["pool"])
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-        return manifest
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    return manifest
 
 
 def _build(cfg: dict[str, Any], tmp: Path) -> tuple[dict, pools.SourcePool | None]:

@@ -53,16 +53,19 @@ def pack(parts: dict[str, Path], out_dir: Path, built_by: dict[str, Any]) -> dic
     with atomic_dir(Path(out_dir)) as tmp:
         for name, src in sorted(parts.items()):
             src = Path(src)
-            files = sorted(p for p in src.iterdir() if p.is_file() and p.name.endswith(SHIPPED_SUFFIXES))
+            files = sorted(p for p in src.iterdir()
+                           if p.is_file() and p.name.endswith(SHIPPED_SUFFIXES) and p.name != "train_summary.json")
             if not files:
                 raise FileNotFoundError(f"{src}: no saved model files for part {name!r}")
             (tmp / name).mkdir()
             for f in files:
                 shutil.copyfile(f, tmp / name / f.name)
-            summary = src.parent / "train_summary.json"
+            # the build's summary (losses, epochs, seconds) goes into the manifest, not beside the weights
+            summary = next((p for p in (src.parent / "train_summary.json", src / "train_summary.json") if p.exists()),
+                           None)
             manifest["parts"][name] = {
                 "files": {f.name: sha256(f) for f in files},
-                "summary": _summary(summary) if summary.exists() else None}
+                "summary": _summary(summary) if summary else None}
         atomic_write_json(tmp / MANIFEST, manifest)
     return manifest
 

@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from selectbench.io import atomic_file
+
 
 def conversation_length(record: dict) -> int:
     return sum(len(turn.get("value", "")) for turn in record.get("conversations", []))
@@ -47,9 +49,7 @@ def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
                 results[part] = {k: z[k] for k in z.files}
             continue
         arrays = compute(part)
-        tmp = work_dir / f"part{index:04d}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.rename(path)
+        save_npz(path, arrays)
         stamp.write_text(json.dumps({"part": part}))
         results[part] = arrays
     return results
@@ -57,11 +57,8 @@ def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomic write: the file appears complete or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.rename(path)
+    with atomic_file(Path(path), suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def gather(shard_files: list[Path], pool_size: int, out: Path) -> dict[str, np.ndarray]:

@@ -2,8 +2,8 @@
 included), shared by the perplexity and EL2N baselines (and any method that wants them).
 
 Output of one shard: rows, nll (n, 1) mean answer-token cross-entropy, el2n (n, 1) mean over answer tokens of
-‖softmax(logits) − onehot(target)‖₂, margin (n, 1) mean over answer tokens of p(target) − max p(other)
-(AUM-style), n_answer (n, 1) supervised tokens; the second axis is the one checkpoint used.
+‖softmax(logits) − onehot(target)‖₂, n_answer (n, 1) supervised tokens; the second axis is the one checkpoint
+used.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
     p_target = logp_target.exp()
     # ‖p − e_y‖² = Σ p² − 2 p_y + 1
     el2n = ((p * p).sum(-1) - 2 * p_target + 1).clamp(min=0).sqrt()
-    other = p.scatter(-1, targets[..., None], float("-inf")).max(-1).values
     count = mask.sum(1)
     denom = count.clamp(min=1)
 
@@ -42,7 +41,7 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
         value = (x * mask).sum(1) / denom
         return torch.where(count > 0, value, torch.full_like(value, float("nan")))
 
-    return {"nll": mean(-logp_target), "el2n": mean(el2n), "margin": mean(p_target - other), "n_answer": count}
+    return {"nll": mean(-logp_target), "el2n": mean(el2n), "n_answer": count}
 
 
 @torch.inference_mode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from selectbench.data.datadir import DataDir
+from selectbench.features.sharding import save_npz
+from selectbench.io import atomic_write_json
 from selectbench.selection.base import Context, Selection, subset_size
 from selectbench.selection.registry import Instance, discover
 from selectbench.versions import package_versions
@@ -36,10 +37,7 @@ def score(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instanc
         if len(value) != ctx.size:
             raise ValueError(f"{instance.method}: score array {key!r} has {len(value)} rows, pool has {ctx.size}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.rename(out)
+    save_npz(out, arrays)
     _write_json(out.with_suffix(".meta.json"), {
         "method": instance.method, "instance": instance.label, "parameters": instance.param_dict,
         "dataset": dataset, "pool_sha256": data.pool_hash(), "score_seconds": elapsed,
@@ -78,6 +76,4 @@ def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instan
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1 if isinstance(obj, dict) and "ids" not in obj else None))
-    tmp.rename(path)
+    atomic_write_json(Path(path), obj, indent=1 if isinstance(obj, dict) and "ids" not in obj else None)

@@ -16,7 +16,7 @@ METHODS = str(Path(__file__).resolve().parents[2] / "methods")
 def _ctx(tmp_path, params, values):
     path = tmp_path / "stats.npz"
     col = values[:, None].astype(np.float32)
-    np.savez(path, nll=col, el2n=col[::-1].copy(), margin=col, n_answer=np.ones_like(col, dtype=np.int64))
+    np.savez(path, nll=col, el2n=col[::-1].copy(), n_answer=np.ones_like(col, dtype=np.int64))
     pool = [{"id": str(i)} for i in range(len(values))]
     return Context("t", pool, tmp_path, {"proxy_token_stats": path}, params)
 
