@@ -1,5 +1,27 @@
 # The embedded default's pretrained parts, rebuilt by the digits recipe (config/embedded_parts.yaml):
 #   snakemake --cores all --configfile config/embedded_parts.yaml embedded_parts
+# The base models and CLIP come from rules/models.smk with the digits_recipe builders, which train on this
+# tokenizer.
+
+
+rule tokenizer:
+    """A tokenizer fitted to the dataset, for builders that train on it (the embedded parts recipe)."""
+    input:
+        data="results/{dataset}/data",
+    output:
+        directory("results/{dataset}/tokenizer"),
+    params:
+        vocab=lambda w: config["tokenizer"]["vocab_size"],
+    resources:
+        **rule_resources("tokenizer"),
+    conda:
+        CONDA_ENV
+    log:
+        "results/logs/{dataset}/tokenizer.log",
+    benchmark:
+        "results/benchmarks/{dataset}/tokenizer.tsv"
+    shell:
+        "python -m selectbench.embedded.tokenizer --data {input.data} --vocab-size {params.vocab} --out {output} > {log} 2>&1"
 
 
 rule embedded_parts:

@@ -1,23 +1,3 @@
-rule tokenizer:
-    """A tokenizer fitted to the dataset, for builders that train on it (the embedded parts recipe)."""
-    input:
-        data="results/{dataset}/data",
-    output:
-        directory("results/{dataset}/tokenizer"),
-    params:
-        vocab=lambda w: config["tokenizer"]["vocab_size"],
-    resources:
-        **rule_resources("tokenizer"),
-    conda:
-        CONDA_ENV
-    log:
-        "results/logs/{dataset}/tokenizer.log",
-    benchmark:
-        "results/benchmarks/{dataset}/tokenizer.tsv"
-    shell:
-        "python -m selectbench.cli tokenizer --data {input.data} --vocab-size {params.vocab} --out {output} > {log} 2>&1"
-
-
 rule base_model:
     """The starting model of a role (proxy or target), once per dataset, by the builder its config names: loaded or
     assembled from `pretrained` parts (stage 1 only if configured), or built by a recipe."""

@@ -25,12 +25,6 @@ def cmd_prepare(a) -> None:
     logging.info("prepared %s: %d pool records", a.out, manifest["pool_size"])
 
 
-def cmd_tokenizer(a) -> None:
-    from selectbench.embedded.tokenizer import build_tokenizer
-
-    build_tokenizer(DataDir(a.data), a.vocab_size, Path(a.out))
-
-
 def cmd_base(a) -> None:
     from selectbench.training.stages import train_base
 
@@ -158,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     req = {"required": True}
     js = {"required": True, "type": read_settings}
     add("prepare", cmd_prepare, ("--dataset-config", js), ("--out", req))
-    add("tokenizer", cmd_tokenizer, ("--data", req), ("--vocab-size", {"type": int, **req}), ("--out", req))
     add("base", cmd_base, ("--data", req), ("--tokenizer", {"default": None}), ("--model-config", js),
         ("--seed", {"type": int, "default": 0}), ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("finetune", cmd_finetune, ("--data", req), ("--base", req), ("--subset", {"default": None}),

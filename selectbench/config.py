@@ -20,7 +20,8 @@ SETTINGS_DIR = Path("results") / "settings"
 
 def seam_choices(config: dict[str, Any]) -> list[tuple[str, str | None, dict[str, Any], str]]:
     """(seam, name, section, config key) for every registry choice a configuration makes."""
-    out = [("source", ds.get("source"), ds.get("embedded") or {}, f"datasets.{name}.source")
+    # a source's own settings sit under its name (datasets.<d>.embedded for the embedded source)
+    out = [("source", ds.get("source"), ds.get(ds.get("source") or "") or {}, f"datasets.{name}.source")
            for name, ds in config["datasets"].items()]
     out += [("builder", role.get("builder"), role.get("recipe") or {}, f"models.{name}.builder")
             for name, role in config["models"].items()]
@@ -46,7 +47,7 @@ def check_seams(config: dict[str, Any]) -> None:
                 raise ValueError(f"{where} {name!r}: its settings fail {ref} at '{path}': {err.message}") from None
     if needs_tokenizer:
         try:
-            jsonschema.validate(config.get("tokenizer"), _schema("selectbench.embedded:schema.yaml#tokenizer"))
+            jsonschema.validate(config.get("tokenizer"), _schema(registry.TOKENIZER_SCHEMA))
         except jsonschema.ValidationError as err:
             raise ValueError(f"tokenizer: a builder trains on the dataset's tokenizer: {err.message}") from None
 

@@ -46,6 +46,8 @@ SCHEMAS = {
     ("builder", "digits_recipe"): "selectbench.embedded:schema.yaml#recipe",
     ("clip_builder", "digits_recipe"): "selectbench.embedded:schema.yaml#clip",
 }
+# the top-level `tokenizer:` section, read by the tokenizer rule where an entry NEEDS_TOKENIZER
+TOKENIZER_SCHEMA = "selectbench.embedded:schema.yaml#tokenizer"
 
 
 def check(seam: str, name: str | None, where: str) -> str:

@@ -195,16 +195,6 @@ def check_images(images: Iterable[str], image_root: Path, mode: str, workers: in
     return {p: prob for part in found for p, prob in part}
 
 
-def record_problems(record: object, image_root: Path, images: str = "open") -> list[Problem]:
-    """(kind, detail) for every problem of one record, its image included."""
-    out = structure_problems(record)
-    if not out and isinstance(record, dict) and "image" in record:
-        problem = image_problem(Path(image_root) / record["image"], images)
-        if problem:
-            out.append(problem)
-    return out
-
-
 def validate_records(records: Sequence[Any], image_root: Path, policy: Mapping[str, Any], file: str | Path,
                      sources: Sequence[str] | None = None,
                      extra: Mapping[int, list[Problem]] | None = None,
@@ -254,13 +244,6 @@ def validate_records(records: Sequence[Any], image_root: Path, policy: Mapping[s
         raise PoolError(f"{file}: no usable record left after validation")
     report.kept = len(kept)
     return kept, report
-
-
-def validate_pool(path: Path, image_root: Path, policy: Mapping[str, Any]) -> tuple[list[dict], Report]:
-    """Load a LLaVA-format JSON file and check it (see validate_records); returns the records kept."""
-    records = load_json_list(path)
-    rows, report = validate_records(records, image_root, policy, file=path)
-    return [records[r] for r in rows], report
 
 
 def _maybe_fail(records: Sequence[Any], broken: Mapping[int, list[Problem]], policy: Mapping[str, Any],

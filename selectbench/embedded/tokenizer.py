@@ -43,3 +43,22 @@ def conversation_texts(records: Iterable[dict]) -> Iterable[str]:
 def build_tokenizer(data, vocab_size: int, out_dir: Path) -> None:
     """The dataset's tokenizer: trained on its pool and captions as the prompt renders them (data: a DataDir)."""
     train_tokenizer(conversation_texts(data.pool + data.captions()), vocab_size, Path(out_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m selectbench.embedded.tokenizer --data DIR --vocab-size N --out DIR (the tokenizer rule)."""
+    import argparse
+
+    from selectbench.data.datadir import DataDir
+
+    parser = argparse.ArgumentParser(prog="python -m selectbench.embedded.tokenizer", description=main.__doc__)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--vocab-size", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    a = parser.parse_args(argv)
+    build_tokenizer(DataDir(a.data), a.vocab_size, Path(a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

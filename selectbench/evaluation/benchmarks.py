@@ -102,24 +102,12 @@ class MMBench(Benchmark):
         return [Row("circular_accuracy", 100 * circular), Row("vanilla_accuracy", 100 * vanilla)]
 
 
-class MMVet(Benchmark):
-    max_new_tokens = 48
-
-    def score(self, items, outputs):
-        return [Row("judge_score", 100 * mean(M.describe_judge(o, it["facts"], it["count"])
-                                              for o, it in zip(outputs, items)))]
-
-
-def _scorers() -> dict[str, type[Benchmark]]:
+def scorer(benchmark: str) -> type[Benchmark]:
+    """The built-in scorer class of a benchmark, as selectbench.evaluation.specs names it (imported on use)."""
     from selectbench.evaluation.specs import BENCHMARKS
 
-    out = {}
-    for name, spec in BENCHMARKS.items():
-        if spec.builtin:
-            module, cls = spec.builtin.scorer.split(":")
-            out[name] = getattr(importlib.import_module(module), cls)
-    return out
-
-
-# benchmark name → its built-in scorer class, as selectbench.evaluation.specs lists them
-REGISTRY: dict[str, type[Benchmark]] = _scorers()
+    spec = BENCHMARKS.get(benchmark)
+    if spec is None or spec.builtin is None:
+        raise KeyError(f"{benchmark}: no built-in scorer (selectbench/evaluation/specs.py)")
+    module, cls = spec.builtin.scorer.split(":")
+    return getattr(importlib.import_module(module), cls)

@@ -86,21 +86,3 @@ def circular_accuracy(correct_per_rotation: list[list[bool]]) -> tuple[float, fl
     vanilla = mean(rows[0] for rows in correct_per_rotation)
     return circular, vanilla
 
-
-_FACT = re.compile(r"\b(?:an?\s+)?(\d)\s+at\s+the\s+(top left|top right|bottom left|bottom right|top|bottom|left|"
-                   r"right|center)\b")
-_COUNT = re.compile(r"\b(\d+)\s+digits?\b")
-
-
-def describe_judge(prediction: str, facts: list[list], count: int) -> float:
-    """Partial credit in [0, 1] for an open-ended description, deterministic:
-    0.6 × recall of (digit, position) facts + 0.2 × precision of stated facts + 0.2 × correct count."""
-    text = normalize_exact(prediction.replace(",", " "))
-    stated = {(int(d), pos) for d, pos in _FACT.findall(text)}
-    gold = {(int(d), pos) for d, pos in facts}
-    recall = len(stated & gold) / len(gold) if gold else 0.0
-    precision = len(stated & gold) / len(stated) if stated else 0.0
-    counts = [int(c) for c in _COUNT.findall(text)]
-    count_ok = float(bool(counts) and counts[0] == count)
-    return 0.6 * recall + 0.2 * precision + 0.2 * count_ok
-

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
-from selectbench.evaluation.benchmarks import REGISTRY
+from selectbench.evaluation.benchmarks import scorer
 from selectbench.evaluation.evaluators import COLUMNS, EvalJob
 from selectbench.io import atomic_file, atomic_write_json
 from selectbench.evaluation.predict import generate, loglikelihoods
@@ -36,7 +36,7 @@ def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg
     images = ImageLoader(data.image_root, processor)
     rows, predictions = [], {}
     for name in benchmarks:
-        bench = REGISTRY[name]()
+        bench = scorer(name)()
         items = data.eval_items(name)
         requests = bench.requests(items)
         start = time.time()

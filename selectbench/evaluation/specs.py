@@ -82,7 +82,7 @@ _BUILTIN = {
                        "quarter 10-way comparisons)", ("exact_match", 20.0)),
     "mmbench": BuiltinSpec(_B + "MMBench", "circular_accuracy", "0.4 circular (0.25^4), 25 vanilla",
                            ("circular_accuracy", 0.4)),
-    "mmvet": BuiltinSpec(_B + "MMVet", "judge_score", "0 for an empty answer; about 10 for a right-format guess",
+    "mmvet": BuiltinSpec("selectbench.embedded.judge:DescriptionJudge", "judge_score", "0 for an empty answer; about 10 for a right-format guess",
                          ("judge_score", 10.0)),
 }
 BENCHMARKS: dict[str, BenchmarkSpec] = {

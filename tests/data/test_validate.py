@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from selectbench.data.prepare import prepare
-from selectbench.data.validate import PoolError, validate_pool
+from selectbench.data.validate import PoolError, load_json_list, validate_records
 
 
 @pytest.fixture
@@ -99,3 +99,10 @@ def test_prepare_leaves_nothing_behind_on_bad_input(pool_copy):
         prepare(cfg, out)
     assert not out.exists()
     assert not list((tmp_path / "results").iterdir())
+
+
+def validate_pool(path, image_root, policy):
+    """A LLaVA-format JSON file checked as prepare checks a pool: the records kept and the report."""
+    records = load_json_list(path)
+    rows, report = validate_records(records, image_root, policy, file=path)
+    return [records[r] for r in rows], report

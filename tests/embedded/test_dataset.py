@@ -5,10 +5,17 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from selectbench.data.validate import record_problems
+from selectbench.data.validate import image_problem, structure_problems
 from selectbench.embedded.dataset import EVAL_BUILDERS
 
 BENCHMARKS = tuple(EVAL_BUILDERS)
+
+
+
+def _problems(record, image_root):
+    """Every problem prepare's checks find in one record, its image included."""
+    problem = image_problem(image_root / record["image"], "open") if "image" in record else None
+    return structure_problems(record) + ([problem] if problem else [])
 
 
 def test_pool_is_llava_format_with_text_only_and_multi_turn(tiny_data):
@@ -19,7 +26,7 @@ def test_pool_is_llava_format_with_text_only_and_multi_turn(tiny_data):
     multi_turn = [r for r in pool if len(r["conversations"]) > 2]
     assert text_only and multi_turn
     for r in pool:
-        assert not record_problems(r, tiny_data.image_root)
+        assert not _problems(r, tiny_data.image_root)
         first = r["conversations"][0]["value"]
         assert first.startswith("<image>\n") == ("image" in r)
 
@@ -81,7 +88,7 @@ def test_validation_sets_are_small_llava_records_per_benchmark(tiny_data):
         assert len(records) == VALIDATION_SIZE, name
         assert len({r["id"] for r in records}) == len(records)
         for r in records:
-            assert not record_problems(r, tiny_data.validation_image_root)
+            assert not _problems(r, tiny_data.validation_image_root)
             assert len(r["conversations"]) == 2 and r["image"].startswith("task_validation/")
     pope = [r["conversations"][1]["value"] for r in tiny_data.validation_items("pope")]
     assert sorted(Counter(pope).values()) == [VALIDATION_SIZE // 2] * 2  # balanced Yes / No, as POPE is

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from selectbench.evaluation.lmms import LmmsConfig, collect, evaluate_lmms, find_results, parse_results, samples_path
-from selectbench.evaluation.lmms_tasks import SAME_NUMBERS, write_local_tasks, write_template
+from selectbench.evaluation.lmms_tasks import SAME_NUMBERS, write_local_tasks
 from selectbench.evaluation.run import evaluate
 from selectbench.embedded.tokenizer import build_tokenizer
 from selectbench.training.stages import finetune, train_base
@@ -52,7 +52,8 @@ def local(tmp_path_factory, tiny_data, tiny_model, model_cfg):
 def both(local, tiny_model, model_cfg):
     """(built-in rows, built-in predictions, lmms-eval rows, lmms-eval predictions, specs, lmms-eval csv)."""
     work, specs = local["work"], local["specs"]
-    template = write_template(model_cfg["template"], work / "template.json")
+    template = work / "template.json"  # the template block, as the selectbench lmms-eval model reads it
+    template.write_text(json.dumps(model_cfg["template"]))
     cfg = {"model": "selectbench", "model_args": {"template": str(template), "threads": 1},
            "include_path": str(work / "tasks"), "max_empty_fraction": 0.0}
     rows = evaluate_lmms(tiny_model, list(specs), cfg, KEY, work / "lmms.csv", work / "lmms.json", specs)

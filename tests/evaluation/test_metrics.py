@@ -31,12 +31,3 @@ def test_circular_eval_requires_every_rotation():
     rotations = M.circular_rotations(["a", "b", "c", "d"], 1)
     assert [opts[ans] for opts, ans in rotations] == ["b"] * 4
     assert M.circular_accuracy([[True] * 4, [True, True, True, False]]) == (0.5, 1.0)
-
-
-def test_describe_judge_gives_partial_credit():
-    facts, count = [[3, "top left"], [5, "center"]], 2
-    full = "There are 2 digits: a 3 at the top left and a 5 at the center."
-    half = "There are 2 digits: a 3 at the top left and a 6 at the center."
-    assert M.describe_judge(full, facts, count) == pytest.approx(1.0)
-    assert M.describe_judge(half, facts, count) == pytest.approx(0.6 * 0.5 + 0.2 * 0.5 + 0.2)
-    assert M.describe_judge("", facts, count) == 0.0

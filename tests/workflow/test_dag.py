@@ -92,6 +92,12 @@ def test_job_command_lines_stay_short(finished_run):
     assert list((finished_run / "results" / "settings").glob("models.target-*.json"))
 
 
+def test_snakemake_report_renders(finished_run):
+    run = snakemake(finished_run, "--configfile", str(TINY), "--report", "report.html", timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (finished_run / "report.html").stat().st_size > 10_000
+
+
 def test_second_invocation_has_nothing_to_do(finished_run):
     run = snakemake(finished_run, "--cores", "2", "--configfile", str(TINY), "-n")
     assert run.returncode == 0
