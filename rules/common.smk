@@ -120,7 +120,7 @@ def fmt_ratio(ratio):
     return f"{float(ratio):g}"
 
 
-def instance_json(label):
+def instance_settings(label):
     inst = INSTANCES[label]
     return settings(f"instance.{label}", {"label": inst.label, "method": inst.method, "params": inst.param_dict})
 

@@ -6,7 +6,7 @@ rule score:
     output:
         "results/{dataset}/scores/{instance}.npz",
     params:
-        instance=lambda w: instance_json(w.instance),
+        instance=lambda w: instance_settings(w.instance),
         artifacts=lambda w: json.dumps(artifact_inputs(w)),
         methods=METHOD_DIRS,
     threads: threads_for("score")
@@ -32,7 +32,7 @@ rule select:
     output:
         "results/{dataset}/subsets/{instance}/r{ratio}_s{seed}.json",
     params:
-        instance=lambda w: instance_json(w.instance),
+        instance=lambda w: instance_settings(w.instance),
         methods=METHOD_DIRS,
     resources:
         **rule_resources("select"),

@@ -109,6 +109,11 @@ def test_second_invocation_has_nothing_to_do(finished_run):
     ({"ratios": [0.0]}, "ratios"),
     ({"ratios": [1.5]}, "ratios"),
     ({"datasets": {"digits": {"source": "embedded", "benchmarks": ["pope", "imagenet"]}}}, "benchmarks"),
+    ({"datasets": {"digits": {"source": "nowhere"}}}, "datasets.digits.source: unknown source 'nowhere'"),
+    ({"models": {"target": {"builder": "magic"}}}, "models.target.builder: unknown builder 'magic'"),
+    ({"models": {"proxy": {"builder": "digits_recipe", "recipe": {"arch": {}}}}, "tokenizer":{"vocab_size": 300}},
+     "models.proxy.builder 'digits_recipe': its settings fail"),
+    ({"evaluation": {"backend": "vibes"}}, "evaluation.backend: unknown evaluator 'vibes'"),
 ])
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, override, message):
     bad = tmp_path / "bad.yaml"
