@@ -90,3 +90,16 @@ def test_the_check_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from selectbench.cli import main\n")
     assert "selectbench.cli" in imports(bad)
+
+
+def test_the_planner_and_the_table_writer_do_not_import_torch():
+    """The Snakefile imports these when it plans, and the report job only reads CSVs: neither pays for torch."""
+    import subprocess
+    import sys
+
+    modules = ["selectbench.config", "selectbench.registry", "selectbench.features", "selectbench.models.locate",
+               "selectbench.selection.registry", "selectbench.evaluation.specs", "selectbench.report.tables"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
