@@ -15,7 +15,7 @@ from pathlib import Path
 
 from selectbench.config import read_settings
 from selectbench.data.datadir import DataDir
-from selectbench.io import atomic_write_json
+from selectbench.io import atomic_write_json, atomic_write_text
 
 
 def cmd_prepare(a) -> None:
@@ -48,7 +48,7 @@ def cmd_finetune(a) -> None:
         dirs = [str(p) for p in checkpoint_dirs(Path(a.out))]
         if not dirs:
             raise SystemExit(f"{a.out}: training saved no checkpoint; set finetune.checkpoints in the config")
-        Path(a.checkpoint_list).write_text(json.dumps(dirs, indent=1))
+        atomic_write_json(Path(a.checkpoint_list), dirs)
 
 
 def cmd_score(a) -> None:
@@ -133,8 +133,9 @@ def cmd_report(a) -> None:
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     task_aware = set(a.task_aware)
-    (out / f"{a.dataset}.md").write_text(to_markdown(summary, a.benchmarks, a.dataset, published, task_aware=task_aware))
-    (out / f"{a.dataset}.tex").write_text(to_latex(summary, a.benchmarks, a.dataset, task_aware=task_aware))
+    atomic_write_text(out / f"{a.dataset}.md", to_markdown(summary, a.benchmarks, a.dataset, published,
+                                                           task_aware=task_aware))
+    atomic_write_text(out / f"{a.dataset}.tex", to_latex(summary, a.benchmarks, a.dataset, task_aware=task_aware))
     plot_relative(summary, a.reference, a.dataset, Path(a.plots) / f"{a.dataset}_relative", published)
 
 

@@ -9,6 +9,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from selectbench.io import atomic_dir
+
 BOS, EOS, PAD, IMAGE = "<s>", "</s>", "<pad>", "<image>"
 
 
@@ -26,7 +28,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> Pre
                                    extra_special_tokens={"image_token": IMAGE})
     fast.add_special_tokens({"additional_special_tokens": [IMAGE]})
     fast.padding_side = "right"
-    fast.save_pretrained(out_dir)
+    with atomic_dir(Path(out_dir)) as tmp:
+        fast.save_pretrained(tmp)
     return fast
 
 

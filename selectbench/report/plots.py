@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from selectbench.io import atomic_file
+
 
 def plot_relative(summary: list[dict], reference: str, dataset: str, out_stem: Path,
                   published: dict | None = None) -> list[Path]:
@@ -40,6 +42,7 @@ def plot_relative(summary: list[dict], reference: str, dataset: str, out_stem: P
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        with atomic_file(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, dpi=150, format=path.suffix[1:])
     plt.close(fig)
     return paths

@@ -9,6 +9,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Collection
 
+from selectbench.io import atomic_file
 from selectbench.evaluation.specs import scoring
 from selectbench.evaluation.evaluators import COLUMNS
 
@@ -27,7 +28,7 @@ def read_rows(paths: list[Path]) -> list[dict]:
 
 
 def write_long(rows: list[dict], out: Path) -> None:
-    with open(out, "w", newline="") as fh:
+    with atomic_file(Path(out)) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in sorted(rows, key=lambda r: (r["method"], r["ratio"], r["seed"], r["benchmark"], r["metric"])):
