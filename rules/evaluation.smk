@@ -7,6 +7,7 @@ rule evaluate:
     output:
         rows="results/{dataset}/eval/{instance}/r{ratio}_s{seed}.csv",
         predictions="results/{dataset}/eval/{instance}/r{ratio}_s{seed}.predictions.json",
+        per_item="results/{dataset}/eval/{instance}/r{ratio}_s{seed}.items.csv",
     params:
         benchmarks=lambda w: config["datasets"][w.dataset]["benchmarks"],
         template=settings("models.target.template", config["models"]["target"]["template"]),
@@ -27,5 +28,5 @@ rule evaluate:
     shell:
         "python -m selectbench.cli evaluate --model {input.model} --data {input.data} --benchmarks {params.benchmarks}"
         " --template {params.template} --key {params.key:q} --out {output.rows}"
-        " --predictions {output.predictions} --batch-size {params.batch} --threads {threads}"
+        " --predictions {output.predictions} --items {output.per_item} --batch-size {params.batch} --threads {threads}"
         " --backend {params.backend} --settings {params.backend_settings} > {log} 2>&1"

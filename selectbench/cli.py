@@ -116,7 +116,7 @@ def cmd_evaluate(a) -> None:
     from selectbench.evaluation.evaluators import EvalJob
 
     job = EvalJob(Path(a.model), Path(a.data), a.benchmarks, a.template, a.key, Path(a.out), Path(a.predictions),
-                  a.batch_size, a.threads, a.settings)
+                  a.batch_size, a.threads, a.settings, Path(a.items) if a.items else None)
     rows = registry.load("evaluator", a.backend, "evaluation.backend")(job)
     for r in rows:
         logging.info("%s %s = %.2f", r["benchmark"], r["metric"], r["value"])
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--device", {"default": "auto"}), ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("feature-gather", cmd_feature_gather, ("--data", req), ("--shards", {"nargs": "+", **req}), ("--out", req))
     add("evaluate", cmd_evaluate, ("--model", req), ("--data", req), ("--benchmarks", {"nargs": "+", **req}),
-        ("--template", js), ("--key", js), ("--out", req), ("--predictions", req),
+        ("--template", js), ("--key", js), ("--out", req), ("--predictions", req), ("--items", {"default": None}),
         ("--batch-size", {"type": int, "default": 64}), ("--threads", {"type": int, "default": 1}),
         ("--backend", {"default": "builtin"}), ("--settings", {"type": read_settings, "default": {}}))
     add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),

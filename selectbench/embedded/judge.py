@@ -32,6 +32,9 @@ class DescriptionJudge(Benchmark):
 
     max_new_tokens = 48
 
+    def item_scores(self, items, outputs):
+        return {"judge_score": [100 * describe_judge(o, it["facts"], it["count"]) for o, it in zip(outputs, items)]}
+
     def score(self, items, outputs):
         return [Row("judge_score", 100 * mean(describe_judge(o, it["facts"], it["count"])
                                               for o, it in zip(outputs, items)))]

@@ -35,9 +35,20 @@ class Benchmark:
     def score(self, items: list[dict], outputs: list) -> list[Row]:
         raise NotImplementedError
 
+    def item_scores(self, items: list[dict], outputs: list) -> dict[str, list[float]]:
+        """Per item, the quantities its metrics are computed from (selectbench.evaluation.items), so any
+        statistic can be recomputed without the model: a metric that is a mean over items, in percent, and for
+        metrics that are not (POPE's F1) the indicators they are computed from."""
+        raise NotImplementedError
+
 
 class Pope(Benchmark):
     max_new_tokens = 3
+
+    def item_scores(self, items, outputs):
+        pred = [float(M.parse_yes_no(o) == "yes") for o in outputs]
+        gold = [float(it["answer"] == "yes") for it in items]
+        return {"accuracy": [100.0 * (p == g) for p, g in zip(pred, gold)], "predicted_yes": pred, "label_yes": gold}
 
     def score(self, items, outputs):
         overall = M.pope_metrics(outputs, [it["answer"] for it in items])
@@ -50,6 +61,9 @@ class Pope(Benchmark):
 
 
 class _SoftVQA(Benchmark):
+    def item_scores(self, items, outputs):
+        return {"vqa_accuracy": [100 * M.vqa_soft_accuracy(o, it["answers"]) for o, it in zip(outputs, items)]}
+
     def score(self, items, outputs):
         return [Row("vqa_accuracy", 100 * mean(M.vqa_soft_accuracy(o, it["answers"]) for o, it in zip(outputs, items)))]
 
@@ -69,6 +83,9 @@ class VQAv2(_SoftVQA):
 
 
 class GQA(Benchmark):
+    def item_scores(self, items, outputs):
+        return {"exact_match": [100 * M.exact_match(o, it["answer"]) for o, it in zip(outputs, items)]}
+
     def score(self, items, outputs):
         return [Row("exact_match", 100 * mean(M.exact_match(o, it["answer"]) for o, it in zip(outputs, items)))]
 
@@ -89,7 +106,8 @@ class MMBench(Benchmark):
                                 "image": it["image"], "id": it["id"]})
         return out
 
-    def score(self, items, outputs):
+    def _rotations_right(self, items, outputs) -> list[list[bool]]:
+        """Per item, whether each rotation's highest-likelihood option is the right one."""
         per_item, cursor = [], 0
         for it in items:
             rows = []
@@ -98,7 +116,15 @@ class MMBench(Benchmark):
                 cursor += len(options)
                 rows.append(max(range(len(options)), key=scores.__getitem__) == answer)
             per_item.append(rows)
-        circular, vanilla = M.circular_accuracy(per_item)
+        return per_item
+
+    def item_scores(self, items, outputs):
+        per_item = self._rotations_right(items, outputs)
+        return {"circular_accuracy": [100.0 * all(rows) for rows in per_item],
+                "vanilla_accuracy": [100.0 * rows[0] for rows in per_item]}
+
+    def score(self, items, outputs):
+        circular, vanilla = M.circular_accuracy(self._rotations_right(items, outputs))
         return [Row("circular_accuracy", 100 * circular), Row("vanilla_accuracy", 100 * vanilla)]
 
 

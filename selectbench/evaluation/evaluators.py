@@ -1,5 +1,6 @@
 """What an evaluator (selectbench.registry, keyed by `evaluation.backend`) is given and what it writes: job.out
-holds COLUMNS rows (percent), job.predictions the per-item outputs. Import-light (no torch): the report reads it.
+holds COLUMNS rows (percent), job.predictions the per-item outputs, job.items each item's scores
+(selectbench.evaluation.items). Import-light (no torch): the report reads it.
 """
 
 from __future__ import annotations
@@ -22,3 +23,4 @@ class EvalJob:
     batch_size: int = 64
     threads: int = 1
     settings: dict[str, Any] = field(default_factory=dict)  # the backend's own block (evaluation.lmms_eval)
+    items: Path | None = None       # per-item scores CSV

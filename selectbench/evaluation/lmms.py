@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
+from selectbench.evaluation.items import item_rows, write_items
 from selectbench.evaluation.specs import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -304,11 +305,30 @@ def check_empty(task: str, empty: int, total: int, max_fraction: float, where: s
                             f"generation fails, and an empty answer is scored as wrong){where}")
 
 
+def sample_scores(samples: list[dict], spec: TaskSpec) -> dict[str, list[float]]:
+    """Per-sample values of the task's metrics, in percent, where lmms-eval logged a plain number for every sample
+    (its mean-aggregated metrics: exact_match, the VQA scores). Metrics logged as per-sample records for a custom
+    aggregation (POPE's F1, judge scores) are left out rather than guessed: their mean is not the metric."""
+    out = {}
+    for metric, factor in spec.metrics.items():
+        values = []
+        for sample in samples:
+            value = sample.get(metric)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                break
+            values.append(factor * float(value))
+        else:
+            if values:
+                out[metric] = values
+    return out
+
+
 def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, version: str,
-            specs: dict[str, TaskSpec] = TASKS) -> tuple[list[dict], dict]:
-    """Rows (COLUMNS of run.py) and predictions {task: [{id, output}]} from a finished run's files."""
+            specs: dict[str, TaskSpec] = TASKS) -> tuple[list[dict], dict, list[dict]]:
+    """Rows (COLUMNS of run.py), predictions {task: [{id, output}]} and per-item rows
+    (selectbench.evaluation.items) from a finished run's files."""
     values = parse_results(results_path, tasks, specs)
-    rows, predictions = [], {}
+    rows, predictions, per_item = [], {}, []
     for task in tasks:
         spec = specs[task]
         label = protocol(spec, version, cfg.judge)
@@ -323,16 +343,19 @@ def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, ve
                 log.warning("%s: %d of %d answers are empty", task, empty, len(samples))
             rows.append({**key, "benchmark": task, "metric": "empty_answers", "value": empty, "protocol": label})
         predictions[task] = [{"id": s.get("doc_id"), "output": response(s)} for s in samples]
-    return rows, predictions
+        per_item += item_rows(key, task, [s.get("doc_id") for s in samples], sample_scores(samples, spec))
+    return rows, predictions, per_item
 
 
 def run_job(job) -> list[dict]:
     """The "lmms_eval" evaluator (selectbench.evaluation.evaluators): lmms-eval on the job's leaf tasks."""
-    return evaluate_lmms(job.model, job.benchmarks, job.settings, job.key, job.out, job.predictions)
+    return evaluate_lmms(job.model, job.benchmarks, job.settings, job.key, job.out, job.predictions,
+                         items_out=job.items)
 
 
 def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, out_csv: Path,
-                  predictions_out: Path, specs: dict[str, TaskSpec] = TASKS) -> list[dict]:
+                  predictions_out: Path, specs: dict[str, TaskSpec] = TASKS,
+                  items_out: Path | None = None) -> list[dict]:
     """Evaluate a saved model with lmms-eval on its leaf tasks → long-format rows in percent (also written to out_csv,
     with the per-sample answers in predictions_out). lmms-eval's own files stay in <out_csv without .csv>.lmms/.
     Besides each task's metrics, rows hold its sample count ("samples") and, for generation tasks, the number of
@@ -350,6 +373,8 @@ def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, 
     output_dir.mkdir(parents=True)
     log_path = output_dir / "lmms_eval.log"
     run(build_command(Path(model_dir), tasks, cfg, output_dir), env, log_path, cfg.timeout_s)
-    rows, predictions = collect(find_results(output_dir, log_path), tasks, cfg, key, version, specs)
+    rows, predictions, per_item = collect(find_results(output_dir, log_path), tasks, cfg, key, version, specs)
+    if items_out is not None:
+        write_items(per_item, Path(items_out))
     write_outputs(rows, predictions, Path(out_csv), Path(predictions_out))
     return rows

@@ -11,6 +11,7 @@ from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
 from selectbench.evaluation.benchmarks import scorer
 from selectbench.evaluation.evaluators import COLUMNS, EvalJob
+from selectbench.evaluation.items import item_rows, write_items
 from selectbench.io import atomic_file, atomic_write_json
 from selectbench.evaluation.predict import generate, loglikelihoods
 from selectbench.models.build import load_model
@@ -25,16 +26,18 @@ BUILTIN_PROTOCOL = "selectbench built-in evaluator, embedded sets"
 def run_job(job: EvalJob) -> list[dict]:
     """The "builtin" evaluator (selectbench.evaluation.evaluators): the embedded sets, scored here."""
     return evaluate(job.model, DataDir(job.data), job.benchmarks, job.template, job.key, job.out, job.predictions,
-                    job.batch_size, job.threads)
+                    job.batch_size, job.threads, job.items)
 
 
 def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg: dict, key: dict,
-             out_csv: Path, predictions_out: Path, batch_size: int = 64, threads: int = 1) -> list[dict]:
-    """key: dataset, method, ratio, seed of the model. Writes COLUMNS rows to out_csv."""
+             out_csv: Path, predictions_out: Path, batch_size: int = 64, threads: int = 1,
+             items_out: Path | None = None) -> list[dict]:
+    """key: dataset, method, ratio, seed of the model. Writes COLUMNS rows to out_csv, and each item's scores
+    (selectbench.evaluation.items) to items_out where given."""
     model, tokenizer, processor = load_model(Path(model_dir), threads)
     template = make_template(tokenizer, model, template_cfg)
     images = ImageLoader(data.image_root, processor)
-    rows, predictions = [], {}
+    rows, predictions, per_item = [], {}, []
     for name in benchmarks:
         bench = scorer(name)()
         items = data.eval_items(name)
@@ -51,7 +54,10 @@ def evaluate(model_dir: Path, data: DataDir, benchmarks: list[str], template_cfg
         for r in bench.score(items, outputs):
             rows.append({**key, "benchmark": name, "metric": r.metric, "value": round(r.value, 4),
                          "protocol": BUILTIN_PROTOCOL})
+        per_item += item_rows(key, name, [it["id"] for it in items], bench.item_scores(items, outputs))
         predictions[name] = [{"id": q["id"], "output": o} for q, o in zip(requests, outputs)]
+    if items_out is not None:
+        write_items(per_item, Path(items_out))
     write_outputs(rows, predictions, Path(out_csv), Path(predictions_out))
     return rows
 

@@ -182,19 +182,19 @@ def _run(tmp_path, answers: list[str], max_empty: float):
 
 def test_empty_answers_are_counted_and_fail_above_the_threshold(tmp_path):
     answers = ["yes"] * 98 + ["", "  "]
-    rows, predictions = _run(tmp_path / "a", answers, 0.02)
+    rows, predictions, _ = _run(tmp_path / "a", answers, 0.02)
     by_metric = {r["metric"]: r for r in rows}
     assert by_metric["empty_answers"]["value"] == 2 and by_metric["samples"]["value"] == 100
     assert by_metric["exact_match"]["value"] == 50.0
     assert predictions["gqa"][98] == {"id": 98, "output": ""}
     with pytest.raises(LmmsEvalError, match="3 of 100 answers are empty.*max_empty_fraction 0.02"):
         _run(tmp_path / "b", ["yes"] * 97 + [""] * 3, 0.02)
-    rows, _ = _run(tmp_path / "c", ["yes"] * 95 + [""] * 5, 0.05)  # the threshold is the configured one
+    rows, _, _ = _run(tmp_path / "c", ["yes"] * 95 + [""] * 5, 0.05)  # the threshold is the configured one
     assert {r["metric"]: r["value"] for r in rows}["empty_answers"] == 5
 
 
 def test_rows_carry_the_protocol_of_their_task(tmp_path):
-    rows, _ = _run(tmp_path, ["a"] * 10, 0.02)
+    rows, _, _ = _run(tmp_path, ["a"] * 10, 0.02)
     assert {r["protocol"] for r in rows} == {"lmms-eval 0.7.3: GQA testdev-balanced, exact match"}
     assert all(r[k] == v for r in rows for k, v in KEY.items())
     assert "not test-dev" in lmms.protocol(TASKS["vqav2_val"], "0.7.3")
@@ -221,3 +221,18 @@ def test_lmms_rows_make_tables_that_name_the_protocol_apart_from_published(tmp_p
     mixed = rows + [{**rows[0], "method": "xmas", "protocol": "selectbench built-in evaluator, embedded sets"}]
     with pytest.raises(ValueError, match="different protocols"):
         summarise(mixed, "full", tasks)
+
+
+def test_per_item_scores_come_from_the_logged_samples(tmp_path):
+    """lmms-eval logs each sample's metric values: plain numbers for mean-aggregated metrics (exact_match) are
+    taken; per-sample records for a custom aggregation (POPE's F1, judges) are left out, never guessed."""
+    spec = lmms.TaskSpec("t", {"exact_match": 100.0, "pope_accuracy": 100.0, "judged": 1.0}, "exact_match", "x")
+    samples = [{"doc_id": 0, "exact_match": 1.0, "pope_accuracy": {"score": 0.0}, "judged": {"answer": "A"}},
+               {"doc_id": 1, "exact_match": 0.0, "pope_accuracy": {"score": 1.0}, "judged": {"answer": "B"}}]
+    assert lmms.sample_scores(samples, spec) == {"exact_match": [100.0, 0.0]}
+    path = _results_dir(tmp_path, {"gqa": {"exact_match,none": 0.5}}, {"gqa": ["a", "b"]})
+    for line_path in path.parent.glob("*_samples_gqa.jsonl"):
+        line_path.write_text("".join(json.dumps({"doc_id": i, "filtered_resps": ["a"], "exact_match": v}) + "\n"
+                                     for i, v in enumerate([1.0, 0.0])))
+    _, _, items = collect(path, ["gqa"], LmmsConfig(), KEY, "0.7.3")
+    assert [(r["item"], r["metric"], r["value"]) for r in items] == [(0, "exact_match", 100.0), (1, "exact_match", 0.0)]

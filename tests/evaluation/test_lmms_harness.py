@@ -3,6 +3,7 @@ lmms-eval tasks, one run of lmms-eval's CLI through evaluate_lmms (the paper pat
 and the same numbers as the built-in evaluator on the same predictions."""
 
 import copy
+import csv
 import json
 import re
 
@@ -43,9 +44,32 @@ def local(tmp_path_factory, tiny_data, tiny_model, model_cfg):
     work = tmp_path_factory.mktemp("lmms_run")
     specs = write_local_tasks(tiny_data, BENCHMARKS, work / "tasks")
     # batch size 1: lmms-eval passes --batch_size 1 to the model, so both sides compute exactly the same
-    builtin = evaluate(tiny_model, tiny_data, BENCHMARKS, model_cfg["template"], KEY, work / "builtin.csv",
-                       work / "builtin.json", batch_size=1, threads=1)
+    builtin = evaluate(tiny_model, tiny_data, BENCHMARKS + ["mmvet"], model_cfg["template"], KEY,
+                       work / "builtin.csv", work / "builtin.json", batch_size=1, threads=1,
+                       items_out=work / "builtin.items.csv")
+    builtin = [r for r in builtin if r["benchmark"] in BENCHMARKS]
     return {"work": work, "specs": specs, "rows": builtin, "predictions": json.loads((work / "builtin.json").read_text())}
+
+
+def test_builtin_per_item_scores_recompute_every_primary_metric(local, tiny_data):
+    """The items file holds, per item, what each benchmark's number is computed from: means of the item rows give
+    the mean metrics, and POPE's F1 comes back from the predicted/label indicators."""
+    with open(local["work"] / "builtin.items.csv", newline="") as fh:
+        items = list(csv.DictReader(fh))
+    rows = {(r["benchmark"], r["metric"]): r["value"]
+            for r in csv.DictReader(open(local["work"] / "builtin.csv", newline=""))}
+    by = _by_metric([{**r, "value": float(r["value"])} for r in items])
+    for bench, metric in [("textvqa", "vqa_accuracy"), ("vqav2", "vqa_accuracy"), ("gqa", "exact_match"),
+                          ("mmbench", "circular_accuracy"), ("mmbench", "vanilla_accuracy"), ("pope", "accuracy"),
+                          ("mmvet", "judge_score")]:
+        values = by[(bench, metric)]
+        assert len(values) == len(tiny_data.eval_items(bench)), (bench, metric)
+        assert sum(values) / len(values) == pytest.approx(float(rows[(bench, metric)]), abs=1e-3), (bench, metric)
+    pred, gold = by[("pope", "predicted_yes")], by[("pope", "label_yes")]
+    tp = sum(p * g for p, g in zip(pred, gold))
+    f1 = 200 * tp / (sum(pred) + sum(gold)) if sum(pred) + sum(gold) else 0.0
+    assert f1 == pytest.approx(float(rows[("pope", "f1")]), abs=1e-3)
+    assert {r["item"] for r in items if r["benchmark"] == "gqa"} == {it["id"] for it in tiny_data.eval_items("gqa")}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +113,13 @@ def test_results_file_in_lmms_eval_layout_parses_to_the_rows(both):
     assert {(r["benchmark"], r["metric"]): r["value"] for r in rows if r["metric"] in specs[r["benchmark"]].metrics} \
         == {(t, m): round(v, 4) for t, values in parsed.items() for m, v in values.items()}
     # the rows are what collect() makes of that file: counts, no empty answer, the protocol label
-    again, _ = collect(results, list(specs), LmmsConfig(), KEY, "0.7.3", specs)
+    again, _, items = collect(results, list(specs), LmmsConfig(), KEY, "0.7.3", specs)
     assert again == rows
+    # per-item scores, where lmms-eval logs them, average to the task's number
+    for (task, metric), values in _by_metric(items).items():
+        value = next(r["value"] for r in rows if r["benchmark"] == task and r["metric"] == metric)
+        assert sum(values) / len(values) == pytest.approx(value, abs=1e-3), (task, metric)
+    assert {t for t, _ in _by_metric(items)} >= {"selectbench_textvqa", "selectbench_vqav2", "selectbench_gqa"}
     counts = {r["benchmark"]: r["value"] for r in rows if r["metric"] == "samples"}
     assert counts["selectbench_pope"] > 0 and counts["selectbench_mmbench"] % 4 == 0
     assert all(r["value"] == 0 for r in rows if r["metric"] == "empty_answers")
@@ -115,3 +144,10 @@ def test_llava_hf_adapter_on_the_saved_model_gives_the_same_numbers(local, tiny_
     for task in tasks:
         bench = task.removeprefix("selectbench_")
         assert [p["output"] for p in predictions[task]] == [p["output"] for p in local["predictions"][bench]], task
+
+
+def _by_metric(items: list[dict]) -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in items:
+        out.setdefault((r["benchmark"], r["metric"]), []).append(r["value"])
+    return out

@@ -92,6 +92,20 @@ def test_job_command_lines_stay_short(finished_run):
     assert list((finished_run / "results" / "settings").glob("models.target-*.json"))
 
 
+def test_every_evaluation_keeps_its_per_item_scores(finished_run):
+    from selectbench.report import load_items, load_results
+
+    items, rows = load_items(finished_run / "results"), load_results(finished_run / "results")
+    runs = {(m, r, s) for m, r, s in rows[["method", "ratio", "seed"]].itertuples(index=False)}
+    assert {(m, r, s) for m, r, s in items[["method", "ratio", "seed"]].itertuples(index=False)} == runs
+    means = items.groupby(["method", "benchmark", "metric"])["value"].mean()
+    for bench, metric in [("textvqa", "vqa_accuracy"), ("gqa", "exact_match"), ("mmbench", "circular_accuracy"),
+                          ("mmvet", "judge_score"), ("pope", "accuracy")]:
+        table = rows[(rows.benchmark == bench) & (rows.metric == metric)].set_index("method")["value"]
+        for method, value in table.items():
+            assert means[(method, bench, metric)] == pytest.approx(value, abs=1e-3), (method, bench)
+
+
 def test_snakemake_report_renders(finished_run):
     run = snakemake(finished_run, "--configfile", str(TINY), "--report", "report.html", timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -1,0 +1,42 @@
+"""Results as pandas DataFrames, for users who build their own figures and statistics:
+
+    from selectbench.report import load_results, load_items
+    rows = load_results("results")     # every dataset's long table: dataset, method, ratio, seed, benchmark, ...
+    items = load_items("results")      # every evaluation's per-item scores (selectbench.evaluation.items)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from selectbench.evaluation.evaluators import COLUMNS
+from selectbench.evaluation.items import ITEM_COLUMNS
+
+_TYPES = {"ratio": float, "seed": int, "value": float}
+
+
+def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path) -> pd.DataFrame:
+    if not files:
+        raise FileNotFoundError(f"{where}: no {what} found")
+    frames = [pd.read_csv(f, dtype={"item": str, "protocol": str}, keep_default_na=False) for f in files]
+    for f, frame in zip(files, frames):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{f}: not a {what} file (no {missing})")
+    return pd.concat(frames, ignore_index=True)[list(columns)].astype(_TYPES)
+
+
+def load_results(path: str | Path = "results") -> pd.DataFrame:
+    """The long-format rows (COLUMNS) of a results folder's tables (tables/*.csv), or of one such CSV file."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted((path / "tables").glob("*.csv"))
+    return _read(files, COLUMNS, "long-format table (tables/<dataset>.csv)", path)
+
+
+def load_items(path: str | Path = "results") -> pd.DataFrame:
+    """The per-item rows (ITEM_COLUMNS) of every evaluation under a results folder, or of one items file."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.glob("*/eval/*/*.items.csv"))
+    return _read(files, ITEM_COLUMNS, "per-item results (<dataset>/eval/<method>/r<ratio>_s<seed>.items.csv)", path)

@@ -1,0 +1,40 @@
+"""load_results / load_items: the long-format files as typed DataFrames, and clear errors for other files."""
+
+import pytest
+
+from selectbench.evaluation.evaluators import COLUMNS
+from selectbench.evaluation.items import ITEM_COLUMNS, item_rows, write_items
+from selectbench.report import load_items, load_results
+
+
+def test_items_written_and_loaded_back(tmp_path):
+    key = {"dataset": "d", "method": "random", "ratio": 0.1, "seed": 2}
+    rows = item_rows(key, "gqa", ["q1", "007"], {"exact_match": [100.0, 0.0]})
+    path = tmp_path / "d" / "eval" / "random" / "r0.1_s2.items.csv"
+    path.parent.mkdir(parents=True)
+    write_items(rows, path)
+    frame = load_items(tmp_path)
+    assert list(frame.columns) == list(ITEM_COLUMNS)
+    assert frame["item"].tolist() == ["q1", "007"]  # ids stay strings
+    assert frame["value"].mean() == 50.0 and frame["seed"].tolist() == [2, 2]
+
+
+def test_results_table_loads_typed(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "d.csv").write_text(",".join(COLUMNS) + "\nd,full,1,0,pope,f1,96.9,builtin\n")
+    frame = load_results(tmp_path)
+    assert frame.loc[0, "value"] == 96.9 and frame.loc[0, "ratio"] == 1.0 and frame.loc[0, "seed"] == 0
+
+
+def test_a_file_of_another_kind_is_named(tmp_path):
+    bad = tmp_path / "other.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other.csv: not a long-format table"):
+        load_results(bad)
+    with pytest.raises(FileNotFoundError, match="no per-item results"):
+        load_items(tmp_path / "empty")
+
+
+def test_mismatched_item_counts_are_an_error():
+    with pytest.raises(ValueError, match="gqa: 1 exact_match values for 2 items"):
+        item_rows({}, "gqa", ["a", "b"], {"exact_match": [1.0]})
