@@ -162,6 +162,10 @@ def eval_files(wildcards):
     return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}.csv" for i, r, s in runs(wildcards.dataset)]
 
 
+def item_files(wildcards):
+    return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}.items.csv" for i, r, s in runs(wildcards.dataset)]
+
+
 def final_outputs():
     out = []
     for dataset in config["datasets"]:

@@ -1,7 +1,8 @@
 rule report:
     """Long-format table, Markdown/LaTeX summaries and the relative-performance plot of one dataset."""
     input:
-        eval_files,
+        rows=eval_files,
+        per_item=item_files,
     output:
         table="results/tables/{dataset}.csv",
         md="results/tables/{dataset}.md",
@@ -16,6 +17,8 @@ rule report:
         plots=lambda w, output: os.path.dirname(output.png),
         margin=config["report"]["chance_margin"],
         task_aware=lambda w: " ".join(TASK_AWARE),
+        bootstrap=config["report"].get("bootstrap", 1000),
+        bootstrap_seed=config["report"].get("bootstrap_seed", 0),
     resources:
         **rule_resources("report"),
     conda:
@@ -25,7 +28,8 @@ rule report:
     benchmark:
         "results/benchmarks/{dataset}/report.tsv"
     shell:
-        "python -m selectbench.cli report --dataset {wildcards.dataset} --inputs {input} --reference {params.reference}"
+        "python -m selectbench.cli report --dataset {wildcards.dataset} --inputs {input.rows} --reference {params.reference}"
         " --benchmarks {params.benchmarks} --tables {params.tables} --plots {params.plots}"
         " --published {params.published} --chance-margin {params.margin} --task-aware {params.task_aware}"
+        " --items {input.per_item} --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
         " > {log} 2>&1"

@@ -124,13 +124,20 @@ def cmd_evaluate(a) -> None:
 
 def cmd_report(a) -> None:
     from selectbench.report.plots import plot_relative
-    from selectbench.report.tables import read_published, read_rows, summarise, to_latex, to_markdown, write_long
+    from selectbench.report.tables import (
+        attach_intervals, read_published, read_rows, summarise, to_latex, to_markdown, write_long,
+    )
 
     rows = read_rows([Path(p) for p in a.inputs])
     out = Path(a.tables)
     out.mkdir(parents=True, exist_ok=True)
     write_long(rows, out / f"{a.dataset}.csv")
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
+    if a.items:
+        import csv
+
+        items = [r for path in a.items for r in csv.DictReader(open(path, newline=""))]
+        attach_intervals(summary, items, a.reference, a.benchmarks, a.bootstrap, a.bootstrap_seed)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     task_aware = set(a.task_aware)
     atomic_write_text(out / f"{a.dataset}.md", to_markdown(summary, a.benchmarks, a.dataset, published,
@@ -181,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         ("--backend", {"default": "builtin"}), ("--settings", {"type": read_settings, "default": {}}))
     add("report", cmd_report, ("--dataset", req), ("--inputs", {"nargs": "+", **req}), ("--reference", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
-        ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}))
+        ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}),
+        ("--items", {"nargs": "*", "default": []}), ("--bootstrap", {"type": int, "default": 1000}),
+        ("--bootstrap-seed", {"type": int, "default": 0}))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

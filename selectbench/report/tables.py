@@ -102,17 +102,32 @@ def summarise(rows: list[dict], reference: str, benchmarks: list[str], chance_ma
         entry["relative"] = _mean_std(rels) if rels else None
         entry["relative_missing"] = f"full data scored 0 on {', '.join(zero)}" if zero else None
         entry["relative_excluded"] = sorted(unlearned.values())
+        entry["relative_over"] = [] if zero else relative_over
         summary.append(entry)
     return summary
 
 
-def _fmt(ms: tuple[float, float | None] | None, tex: bool = False) -> str:
+def _fmt(ms: tuple[float, float | None] | None, tex: bool = False,
+         ci: tuple[float, float] | str | None = None) -> str:
+    """mean (± std over seeds where there is no interval), with its 95% interval where there is one."""
     if ms is None:
         return "n/a"
     m, s = ms
+    if ci == "undefined":
+        return f"{m:.1f} [n/a]"
+    if ci is not None:
+        low, high = ci
+        return f"{m:.1f}\\,{{\\scriptsize[{low:.1f}, {high:.1f}]}}" if tex else f"{m:.1f} [{low:.1f}, {high:.1f}]"
     if s is None:
         return f"{m:.1f}"
     return f"{m:.1f} $\\pm$ {s:.1f}" if tex else f"{m:.1f} ± {s:.1f}"
+
+
+def _ci(entry: dict, bench: str | None = None) -> tuple[float, float] | None:
+    ci = entry.get("ci")
+    if not ci:
+        return None
+    return ci["relative"] if bench is None else ci["benchmarks"].get(bench)
 
 
 TASK_AWARE_NOTE = "task-aware: uses evaluation-task validation examples (not a task-agnostic selection)"
@@ -128,7 +143,7 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     lines = [f"### {dataset}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
         cells = [e["method"] + (" †" if e["method"] in task_aware else ""), f"{e['ratio']:g}", str(len(e["seeds"]))]
-        cells += [_fmt(e["benchmarks"][b]) for b in benchmarks] + [_fmt(e["relative"])]
+        cells += [_fmt(e["benchmarks"][b], ci=_ci(e, b)) for b in benchmarks] + [_fmt(e["relative"], ci=_ci(e))]
         if published:
             value = published.get((e["method"], e["ratio"]))
             cells.append("—" if value is None else f"{value:.1f}")
@@ -142,7 +157,13 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     if excluded:
         lines += ["", "**Rel. % leaves out benchmarks the full-data model did not learn** (" + "; ".join(excluded)
                   + "): their columns are shown but are noise."]
-    lines += ["", "Values: mean ± std over seeds, on each benchmark's own scale (percent). Rel. % = mean over "
+    with_ci = any(e.get("ci") for e in summary)
+    values = ("mean over seeds [95% bootstrap interval over evaluation items, and over seeds where there are several; "
+              "Rel. % resampled with the full-data model's items]" if with_ci else "mean ± std over seeds")
+    if any(_ci(e) == "undefined" for e in summary):
+        lines += ["", "[n/a]: in some bootstrap draws the full-data model scored 0 on a benchmark, where Rel. % is "
+                      "undefined, so that interval is not given."]
+    lines += ["", f"Values: {values}, on each benchmark's own scale (percent). Rel. % = mean over "
               "benchmarks of 100 × subset / full data. Chance levels: "
               + "; ".join(f"{b}: {scoring(b, proto[b]).chance or 'n/a'}" for b in benchmarks) + "."]
     lines += ["", "**Protocol** — " + protocol_text(proto)]
@@ -155,12 +176,14 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
 def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_aware: Collection[str] = ()) -> str:
     cols = "ll" + "r" * (len(benchmarks) + 1)
     head = ["Method", "Ratio"] + [b.replace("_", "\\_") for b in benchmarks] + ["Rel.\\,\\%"]
-    lines = [f"% {dataset}: mean $\\pm$ std over seeds; Rel. = mean of 100 x subset / full",
+    spread = "mean [95% bootstrap interval]" if any(e.get("ci") for e in summary) else "mean $\\pm$ std over seeds"
+    lines = [f"% {dataset}: {spread}; Rel. = mean of 100 x subset / full",
              f"\\begin{{tabular}}{{{cols}}}", "\\toprule", " & ".join(head) + " \\\\", "\\midrule"]
     for e in summary:
         cells = [e["method"].replace("_", "\\_") + ("$^\\dagger$" if e["method"] in task_aware else ""),
                  f"{e['ratio']:g}"]
-        cells += [_fmt(e["benchmarks"][b], tex=True) for b in benchmarks] + [_fmt(e["relative"], tex=True)]
+        cells += [_fmt(e["benchmarks"][b], tex=True, ci=_ci(e, b)) for b in benchmarks]
+        cells.append(_fmt(e["relative"], tex=True, ci=_ci(e)))
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     text = protocol_text(_protocols(summary, benchmarks))
@@ -199,3 +222,19 @@ def read_published(path: Path, dataset: str) -> dict[tuple[str, float], float]:
             if row["dataset"] == dataset and row["benchmark"] == "ARP":
                 out[(row["method"], float(row["ratio"]))] = float(row["value"])
     return out
+
+
+def attach_intervals(summary: list[dict], item_rows: list[dict], reference: str, benchmarks: list[str],
+                     reps: int, seed: int) -> None:
+    """Each entry's 95% bootstrap intervals (selectbench.report.intervals) from the per-item scores, as
+    entry["ci"]; benchmarks without per-item scores keep their plain cells."""
+    from selectbench.report.intervals import ItemTable, cell_intervals
+
+    table = ItemTable(item_rows)
+    primary = {b: scoring(b, e_proto).primary for b, e_proto in summary[0]["protocols"].items() if b in benchmarks}
+    ref = next(e for e in summary if e["method"] == reference)
+    cells = [(e["method"], float(e["ratio"]), [int(s) for s in e["seeds"]]) for e in summary]
+    intervals = cell_intervals(table, cells, (float(ref["ratio"]), [int(s) for s in ref["seeds"]]), reference,
+                               primary, ref["relative_over"], reps=reps, seed=seed)
+    for e in summary:
+        e["ci"] = intervals[(e["method"], float(e["ratio"]))]

@@ -1,0 +1,97 @@
+"""95% bootstrap intervals from the per-item scores (selectbench.evaluation.items), seeded so the same inputs give
+the same intervals.
+
+A cell (method, ratio, benchmark) resamples the evaluation items and, where it has several, the seeds: each
+replicate draws the items with replacement (one draw per benchmark, shared by every seed and by the full-data
+model, since all are scored on the same items) and the seeds with replacement, and recomputes the metric on the
+draw, averaged over the drawn seeds. Rel. % is recomputed the same way from the subset's and the full-data model's
+draws together (paired), so its interval carries the uncertainty of both. Percentile intervals.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+import numpy as np
+
+Interval = tuple[float, float]
+UNDEFINED = "undefined"  # an interval that cannot be computed (Rel. % over a draw where full data scored 0)
+F1_INDICATORS = ("predicted_yes", "label_yes")  # POPE's F1 is not a mean over items: it is recomputed from these
+
+
+class ItemTable:
+    """Per-item values by (method, ratio, seed, benchmark, metric), aligned by item id across runs."""
+
+    def __init__(self, rows: Iterable[dict]):
+        cells: dict[tuple, dict[str, float]] = defaultdict(dict)
+        for r in rows:
+            key = (r["method"], float(r["ratio"]), int(r["seed"]), r["benchmark"], r["metric"])
+            cells[key][str(r["item"])] = float(r["value"])
+        self.items: dict[str, list[str]] = {}
+        for (_, _, _, bench, _), values in cells.items():
+            self.items.setdefault(bench, sorted(values))
+        self.values = {k: np.array([v[i] for i in self.items[k[3]]]) for k, v in cells.items()
+                       if sorted(v) == self.items[k[3]]}
+
+    def has(self, method: str, ratio: float, seeds: list[int], bench: str, metric: str) -> bool:
+        needed = F1_INDICATORS if metric == "f1" else (metric,)
+        return all((method, ratio, s, bench, m) in self.values for s in seeds for m in needed)
+
+    def stat(self, method: str, ratio: float, seed: int, bench: str, metric: str, idx: np.ndarray) -> np.ndarray:
+        """The metric on each row of item indices idx (replicates × items), in percent."""
+        if metric == "f1":
+            pred = self.values[(method, ratio, seed, bench, "predicted_yes")][idx]
+            gold = self.values[(method, ratio, seed, bench, "label_yes")][idx]
+            denom = pred.sum(1) + gold.sum(1)
+            return np.where(denom > 0, 200 * (pred * gold).sum(1) / np.maximum(denom, 1), 0.0)
+        return self.values[(method, ratio, seed, bench, metric)][idx].mean(1)
+
+
+def _percentile(samples: np.ndarray, level: float) -> Interval:
+    low, high = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def cell_intervals(table: ItemTable, cells: list[tuple[str, float, list[int]]], reference: tuple[float, list[int]],
+                   reference_method: str, primary: dict[str, str], relative_over: list[str], reps: int = 1000,
+                   seed: int = 0, level: float = 0.95, chunk: int = 50) -> dict[tuple[str, float], dict]:
+    """For each (method, ratio, seeds): {"benchmarks": {bench: interval or None}, "relative": interval or None}."""
+    rng = np.random.default_rng(seed)
+    ref_ratio, ref_seeds = reference
+    out = {}
+    for method, ratio, seeds in cells:
+        draws: dict[str, list[np.ndarray]] = defaultdict(list)
+        rel_draws: list[np.ndarray] = []
+        have = {b: table.has(method, ratio, seeds, b, primary[b]) for b in primary}
+        have_rel = bool(relative_over) and all(
+            have[b] and table.has(reference_method, ref_ratio, ref_seeds, b, primary[b]) for b in relative_over)
+        for start in range(0, reps, chunk):
+            n = min(chunk, reps - start)
+            pick = rng.integers(0, len(seeds), size=(n, len(seeds)))
+            pick_ref = rng.integers(0, len(ref_seeds), size=(n, len(ref_seeds)))
+            rel = np.zeros(n)
+            for bench, metric in primary.items():
+                if not have[bench]:
+                    continue
+                idx = rng.integers(0, len(table.items[bench]), size=(n, len(table.items[bench])))
+                rows = np.arange(n)
+                per_seed = np.stack([table.stat(method, ratio, s, bench, metric, idx) for s in seeds])
+                value = per_seed[pick, rows[:, None]].mean(1)
+                draws[bench].append(value)
+                if have_rel and bench in relative_over:
+                    full_seed = np.stack([table.stat(reference_method, ref_ratio, s, bench, metric, idx)
+                                          for s in ref_seeds])
+                    full = full_seed[pick_ref, rows[:, None]].mean(1)
+                    rel += np.where(full > 0, 100 * value / np.where(full > 0, full, 1), np.nan)
+            if have_rel:
+                rel_draws.append(rel / len(relative_over))
+        relative = None
+        if have_rel:
+            rel_all = np.concatenate(rel_draws)
+            # a draw where the full-data model scores 0 on a benchmark leaves Rel. % undefined: no interval then
+            relative = _percentile(rel_all, level) if np.isfinite(rel_all).all() else UNDEFINED
+        out[(method, ratio)] = {
+            "benchmarks": {b: _percentile(np.concatenate(draws[b]), level) if have[b] else None for b in primary},
+            "relative": relative}
+    return out
