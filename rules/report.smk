@@ -19,6 +19,7 @@ rule report:
         task_aware=lambda w: " ".join(TASK_AWARE),
         bootstrap=config["report"].get("bootstrap", 1000),
         bootstrap_seed=config["report"].get("bootstrap_seed", 0),
+        baseline=config["report"].get("baseline", "random"),
     resources:
         **rule_resources("report"),
     conda:
@@ -32,4 +33,5 @@ rule report:
         " --benchmarks {params.benchmarks} --tables {params.tables} --plots {params.plots}"
         " --published {params.published} --chance-margin {params.margin} --task-aware {params.task_aware}"
         " --items {input.per_item} --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
+        " --baseline {params.baseline}"
         " > {log} 2>&1"

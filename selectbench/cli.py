@@ -125,7 +125,7 @@ def cmd_evaluate(a) -> None:
 def cmd_report(a) -> None:
     from selectbench.report.plots import plot_relative
     from selectbench.report.tables import (
-        attach_intervals, read_published, read_rows, summarise, to_latex, to_markdown, write_long,
+        attach_comparisons, attach_intervals, read_published, read_rows, summarise, to_latex, to_markdown, write_long,
     )
 
     rows = read_rows([Path(p) for p in a.inputs])
@@ -138,6 +138,8 @@ def cmd_report(a) -> None:
 
         items = [r for path in a.items for r in csv.DictReader(open(path, newline=""))]
         attach_intervals(summary, items, a.reference, a.benchmarks, a.bootstrap, a.bootstrap_seed)
+        if a.baseline and any(e["method"] == a.baseline for e in summary):
+            attach_comparisons(summary, items, a.baseline, a.bootstrap, a.bootstrap_seed + 1)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     task_aware = set(a.task_aware)
     atomic_write_text(out / f"{a.dataset}.md", to_markdown(summary, a.benchmarks, a.dataset, published,
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
         ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}),
         ("--items", {"nargs": "*", "default": []}), ("--bootstrap", {"type": int, "default": 1000}),
-        ("--bootstrap-seed", {"type": int, "default": 0}))
+        ("--bootstrap-seed", {"type": int, "default": 0}), ("--baseline", {"default": "random"}))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

@@ -123,6 +123,13 @@ def _fmt(ms: tuple[float, float | None] | None, tex: bool = False,
     return f"{m:.1f} $\\pm$ {s:.1f}" if tex else f"{m:.1f} ± {s:.1f}"
 
 
+def _mark(entry: dict, bench: str, tex: bool = False) -> str:
+    mark = entry.get("marks", {}).get(bench)
+    if not mark:
+        return ""
+    return ("$^{\\uparrow}$" if mark == WIN else "$^{\\downarrow}$") if tex else f" {mark}"
+
+
 def _ci(entry: dict, bench: str | None = None) -> tuple[float, float] | None:
     ci = entry.get("ci")
     if not ci:
@@ -143,7 +150,8 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     lines = [f"### {dataset}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
         cells = [e["method"] + (" †" if e["method"] in task_aware else ""), f"{e['ratio']:g}", str(len(e["seeds"]))]
-        cells += [_fmt(e["benchmarks"][b], ci=_ci(e, b)) for b in benchmarks] + [_fmt(e["relative"], ci=_ci(e))]
+        cells += [_fmt(e["benchmarks"][b], ci=_ci(e, b)) + _mark(e, b) for b in benchmarks]
+        cells.append(_fmt(e["relative"], ci=_ci(e)))
         if published:
             value = published.get((e["method"], e["ratio"]))
             cells.append("—" if value is None else f"{value:.1f}")
@@ -160,6 +168,14 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     with_ci = any(e.get("ci") for e in summary)
     values = ("mean over seeds [95% bootstrap interval over evaluation items, and over seeds where there are several; "
               "Rel. % resampled with the full-data model's items]" if with_ci else "mean ± std over seeds")
+    comparisons = summary[0].get("comparisons") if summary else None
+    if comparisons:
+        lines += ["", f"{WIN} / {LOSS}: better / worse than {comparisons['baseline']} at the same ratio on that "
+                      f"benchmark (paired bootstrap over the same items and seeds; Holm-corrected across the "
+                      f"table's {comparisons['tests']} comparisons, family-wise {comparisons['alpha']:g}). Smallest "
+                      "difference these items and seeds could detect (median half-width of the paired 95% "
+                      "intervals): " + ", ".join(f"{b} {w:.1f}" for b, w in comparisons["detectable"].items())
+                      + " points."]
     if any(_ci(e) == "undefined" for e in summary):
         lines += ["", "[n/a]: in some bootstrap draws the full-data model scored 0 on a benchmark, where Rel. % is "
                       "undefined, so that interval is not given."]
@@ -182,7 +198,7 @@ def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_awar
     for e in summary:
         cells = [e["method"].replace("_", "\\_") + ("$^\\dagger$" if e["method"] in task_aware else ""),
                  f"{e['ratio']:g}"]
-        cells += [_fmt(e["benchmarks"][b], tex=True, ci=_ci(e, b)) for b in benchmarks]
+        cells += [_fmt(e["benchmarks"][b], tex=True, ci=_ci(e, b)) + _mark(e, b, tex=True) for b in benchmarks]
         cells.append(_fmt(e["relative"], tex=True, ci=_ci(e)))
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
@@ -191,6 +207,11 @@ def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_awar
                      ("$", "\\$")):
         text = text.replace(old, new)
     lines.append(f"\\par{{\\footnotesize Protocol: {text}}}")
+    comparisons = summary[0].get("comparisons") if summary else None
+    if comparisons:
+        baseline = comparisons["baseline"].replace("_", "\\_")
+        lines.append(f"\\par{{\\footnotesize $\\uparrow$/$\\downarrow$: better/worse than {baseline} at the same "
+                     f"ratio (paired bootstrap, Holm over {comparisons['tests']} comparisons).}}")
     if any(e["method"] in task_aware for e in summary):
         lines.append(f"\\par{{\\footnotesize $^\\dagger${TASK_AWARE_NOTE}.}}")
     excluded = sorted({x for e in summary for x in e.get("relative_excluded", [])})
@@ -238,3 +259,44 @@ def attach_intervals(summary: list[dict], item_rows: list[dict], reference: str,
                                primary, ref["relative_over"], reps=reps, seed=seed)
     for e in summary:
         e["ci"] = intervals[(e["method"], float(e["ratio"]))]
+
+
+WIN, LOSS = "▲", "▼"
+
+
+def attach_comparisons(summary: list[dict], item_rows: list[dict], baseline: str, reps: int, seed: int,
+                       alpha: float = 0.05) -> None:
+    """Each entry against the baseline method at the same ratio, per benchmark: a paired bootstrap over the same
+    items (and seeds), Holm-corrected across the whole table. entry["marks"][bench] is WIN or LOSS where the
+    difference is significant; summary[0]["detectable"][bench] is the median half-width of the paired 95%
+    intervals (differences smaller than that could not be told from 0 with these items and seeds)."""
+    from statistics import median
+
+    from selectbench.report.intervals import ItemTable, holm, paired_differences
+
+    table = ItemTable(item_rows)
+    primary = {b: scoring(b, proto).primary for b, proto in summary[0]["protocols"].items()}
+    base = {e["ratio"]: e for e in summary if e["method"] == baseline}
+    pairs, entries = [], {}
+    for e in summary:
+        other = base.get(e["ratio"])
+        if other is None or e is other or e["method"] == baseline:
+            continue
+        key = (e["method"], float(e["ratio"]), other["method"], float(other["ratio"]))
+        entries[key] = e
+        pairs.append(((e["method"], float(e["ratio"]), [int(s) for s in e["seeds"]]),
+                      (other["method"], float(other["ratio"]), [int(s) for s in other["seeds"]])))
+    results = paired_differences(table, pairs, primary, reps=reps, seed=seed)
+    tests = {(key, bench): r["p"] for key, per in results.items() for bench, r in per.items()}
+    significant = holm(tests, alpha)
+    for key, per in results.items():
+        entries[key]["marks"] = {bench: (WIN if r["difference"] > 0 else LOSS)
+                                 for bench, r in per.items() if (key, bench) in significant}
+    widths = defaultdict(list)
+    for per in results.values():
+        for bench, r in per.items():
+            widths[bench].append((r["interval"][1] - r["interval"][0]) / 2)
+    for e in summary:
+        e.setdefault("marks", {})
+    summary[0]["comparisons"] = {"baseline": baseline, "tests": len(tests), "alpha": alpha,
+                                 "detectable": {b: median(w) for b, w in widths.items()}}

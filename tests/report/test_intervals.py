@@ -2,7 +2,6 @@
 POPE's F1 from its indicators, pair the subset with the full-data model, and reach the tables."""
 
 import numpy as np
-import pytest
 
 from selectbench.report.intervals import ItemTable, cell_intervals
 from selectbench.report.tables import attach_intervals, summarise, to_latex, to_markdown
