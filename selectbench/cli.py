@@ -128,18 +128,22 @@ def cmd_report(a) -> None:
         attach_comparisons, attach_intervals, read_published, read_rows, summarise, to_latex, to_markdown, write_long,
     )
 
+    from selectbench.report.intervals import ItemTable, row_intervals
+
     rows = read_rows([Path(p) for p in a.inputs])
     out = Path(a.tables)
     out.mkdir(parents=True, exist_ok=True)
-    write_long(rows, out / f"{a.dataset}.csv")
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
+    intervals = {}
     if a.items:
         import csv
 
-        items = [r for path in a.items for r in csv.DictReader(open(path, newline=""))]
+        items = ItemTable(r for path in a.items for r in csv.DictReader(open(path, newline="")))
+        intervals = row_intervals(items, rows, a.bootstrap, a.bootstrap_seed + 2)
         attach_intervals(summary, items, a.reference, a.benchmarks, a.bootstrap, a.bootstrap_seed)
         if a.baseline and any(e["method"] == a.baseline for e in summary):
             attach_comparisons(summary, items, a.baseline, a.bootstrap, a.bootstrap_seed + 1)
+    write_long(rows, out / f"{a.dataset}.csv", intervals)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     task_aware = set(a.task_aware)
     atomic_write_text(out / f"{a.dataset}.md", to_markdown(summary, a.benchmarks, a.dataset, published,

@@ -150,3 +150,20 @@ def holm(p_values: dict, alpha: float = 0.05) -> set:
             break
         rejected.add(key)
     return rejected
+
+
+def row_intervals(table: ItemTable, rows: Iterable[dict], reps: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> dict[tuple, Interval]:
+    """For each long-format row (one model, one benchmark, one metric) that per-item scores can recompute (a mean
+    metric, or F1 from its indicators): the 95% bootstrap interval over its items, keyed like ItemTable."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for r in rows:
+        key = (r["method"], float(r["ratio"]), int(r["seed"]), r["benchmark"], r["metric"])
+        if key in out or not table.has(key[0], key[1], [key[2]], key[3], key[4]):
+            continue
+        n_items = len(table.items[key[3]])
+        draws = [table.stat(*key[:4], key[4], rng.integers(0, n_items, size=(min(50, reps - k), n_items)))
+                 for k in range(0, reps, 50)]
+        out[key] = _percentile(np.concatenate(draws), level)
+    return out

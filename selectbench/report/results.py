@@ -17,7 +17,8 @@ from selectbench.evaluation.items import ITEM_COLUMNS
 _TYPES = {"ratio": float, "seed": int, "value": float}
 
 
-def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path) -> pd.DataFrame:
+def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path,
+          optional: tuple[str, ...] = ()) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"{where}: no {what} found")
     frames = [pd.read_csv(f, dtype={"item": str, "protocol": str}, keep_default_na=False) for f in files]
@@ -25,14 +26,21 @@ def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path) -
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ValueError(f"{f}: not a {what} file (no {missing})")
-    return pd.concat(frames, ignore_index=True)[list(columns)].astype(_TYPES)
+    frame = pd.concat(frames, ignore_index=True)
+    kept = [*columns, *(c for c in optional if c in frame.columns)]
+    frame = frame[kept].astype(_TYPES)
+    for c in optional:
+        if c in frame.columns:  # an interval a row does not have is missing (NaN), never 0
+            frame[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce")
+    return frame
 
 
 def load_results(path: str | Path = "results") -> pd.DataFrame:
-    """The long-format rows (COLUMNS) of a results folder's tables (tables/*.csv), or of one such CSV file."""
+    """The long-format rows of a results folder's tables (tables/*.csv), or of one such CSV file: COLUMNS, and each
+    row's ci_low / ci_high (NaN where per-item scores could not recompute it)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted((path / "tables").glob("*.csv"))
-    return _read(files, COLUMNS, "long-format table (tables/<dataset>.csv)", path)
+    return _read(files, COLUMNS, "long-format table (tables/<dataset>.csv)", path, optional=("ci_low", "ci_high"))
 
 
 def load_items(path: str | Path = "results") -> pd.DataFrame:

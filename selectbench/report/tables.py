@@ -27,12 +27,21 @@ def read_rows(paths: list[Path]) -> list[dict]:
     return rows
 
 
-def write_long(rows: list[dict], out: Path) -> None:
+# the long table: the evaluation rows and, where per-item scores can recompute a row, its 95% bootstrap interval
+# over the items (empty otherwise: sample counts, per-split numbers, metrics an evaluator logs only as a total)
+TABLE_COLUMNS = (*COLUMNS, "ci_low", "ci_high")
+
+
+def write_long(rows: list[dict], out: Path, intervals: dict[tuple, tuple[float, float]] | None = None) -> None:
+    intervals = intervals or {}
     with atomic_file(Path(out)) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         for row in sorted(rows, key=lambda r: (r["method"], r["ratio"], r["seed"], r["benchmark"], r["metric"])):
-            writer.writerow({k: row.get(k, "") for k in COLUMNS})
+            ci = intervals.get((row["method"], float(row["ratio"]), int(row["seed"]), row["benchmark"], row["metric"]))
+            writer.writerow({**{k: row.get(k, "") for k in COLUMNS},
+                             "ci_low": "" if ci is None else round(ci[0], 4),
+                             "ci_high": "" if ci is None else round(ci[1], 4)})
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -245,13 +254,13 @@ def read_published(path: Path, dataset: str) -> dict[tuple[str, float], float]:
     return out
 
 
-def attach_intervals(summary: list[dict], item_rows: list[dict], reference: str, benchmarks: list[str],
+def attach_intervals(summary: list[dict], item_rows, reference: str, benchmarks: list[str],
                      reps: int, seed: int) -> None:
     """Each entry's 95% bootstrap intervals (selectbench.report.intervals) from the per-item scores, as
     entry["ci"]; benchmarks without per-item scores keep their plain cells."""
     from selectbench.report.intervals import ItemTable, cell_intervals
 
-    table = ItemTable(item_rows)
+    table = item_rows if isinstance(item_rows, ItemTable) else ItemTable(item_rows)
     primary = {b: scoring(b, e_proto).primary for b, e_proto in summary[0]["protocols"].items() if b in benchmarks}
     ref = next(e for e in summary if e["method"] == reference)
     cells = [(e["method"], float(e["ratio"]), [int(s) for s in e["seeds"]]) for e in summary]
@@ -264,7 +273,7 @@ def attach_intervals(summary: list[dict], item_rows: list[dict], reference: str,
 WIN, LOSS = "▲", "▼"
 
 
-def attach_comparisons(summary: list[dict], item_rows: list[dict], baseline: str, reps: int, seed: int,
+def attach_comparisons(summary: list[dict], item_rows, baseline: str, reps: int, seed: int,
                        alpha: float = 0.05) -> None:
     """Each entry against the baseline method at the same ratio, per benchmark: a paired bootstrap over the same
     items (and seeds), Holm-corrected across the whole table. entry["marks"][bench] is WIN or LOSS where the
@@ -274,7 +283,7 @@ def attach_comparisons(summary: list[dict], item_rows: list[dict], baseline: str
 
     from selectbench.report.intervals import ItemTable, holm, paired_differences
 
-    table = ItemTable(item_rows)
+    table = item_rows if isinstance(item_rows, ItemTable) else ItemTable(item_rows)
     primary = {b: scoring(b, proto).primary for b, proto in summary[0]["protocols"].items()}
     base = {e["ratio"]: e for e in summary if e["method"] == baseline}
     pairs, entries = [], {}

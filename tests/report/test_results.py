@@ -38,3 +38,12 @@ def test_a_file_of_another_kind_is_named(tmp_path):
 def test_mismatched_item_counts_are_an_error():
     with pytest.raises(ValueError, match="gqa: 1 exact_match values for 2 items"):
         item_rows({}, "gqa", ["a", "b"], {"exact_match": [1.0]})
+
+
+def test_intervals_load_as_numbers_and_missing_ones_as_nan(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "d.csv").write_text(",".join(COLUMNS) + ",ci_low,ci_high\n"
+                                               "d,full,1,0,pope,f1,96.9,builtin,95.6,98.0\n"
+                                               "d,full,1,0,pope,yes_ratio,51.0,builtin,,\n")
+    frame = load_results(tmp_path)
+    assert frame.loc[0, "ci_low"] == 95.6 and frame.loc[1, "ci_low"] != frame.loc[1, "ci_low"]  # NaN

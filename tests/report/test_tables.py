@@ -54,7 +54,8 @@ def test_long_table_roundtrip_and_published(tmp_path):
     write_long(rows, tmp_path / "t.csv")
     assert read_rows([tmp_path / "t.csv"])[0]["value"] == 40.0
     with open(tmp_path / "t.csv") as fh:
-        assert next(csv.reader(fh)) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol"]
+        assert next(csv.reader(fh)) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol",
+                                        "ci_low", "ci_high"]
     from tests.conftest import ROOT
     published = read_published(ROOT / "reference" / "published.csv", "llava665k")
     assert published[("xmas", 0.1)] == 95.4

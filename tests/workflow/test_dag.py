@@ -57,7 +57,13 @@ def test_every_stage_produced_output(finished_run):
 def test_long_table_has_every_run_benchmark_and_metric(finished_run):
     with open(finished_run / "results/tables/digits.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol"]
+    assert list(rows[0]) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol",
+                             "ci_low", "ci_high"]
+    # every primary metric row carries its interval over the items, around its value
+    primary = [r for r in rows if (r["benchmark"], r["metric"]) in {("pope", "f1"), ("gqa", "exact_match"),
+                                                                      ("mmvet", "judge_score")}]
+    assert primary and all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in primary)
+    assert all(r["ci_low"] == "" for r in rows if r["metric"] == "yes_ratio")  # no per-item record: missing
     runs = {(r["method"], float(r["ratio"]), int(r["seed"])) for r in rows}
     methods = list(load_config(TINY)["methods"])
     assert runs == {("full", 1.0, 0)} | {(m, 0.5, 0) for m in methods}
