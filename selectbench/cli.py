@@ -136,9 +136,9 @@ def cmd_report(a) -> None:
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
     intervals = {}
     if a.items:
-        import csv
+        from selectbench.evaluation.items import read_items
 
-        items = ItemTable(r for path in a.items for r in csv.DictReader(open(path, newline="")))
+        items = ItemTable(read_items([Path(p) for p in a.items]))
         intervals = row_intervals(items, rows, a.bootstrap, a.bootstrap_seed + 2)
         attach_intervals(summary, items, a.reference, a.benchmarks, a.bootstrap, a.bootstrap_seed)
         if a.baseline and any(e["method"] == a.baseline for e in summary):
