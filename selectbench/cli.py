@@ -128,7 +128,7 @@ def cmd_report(a) -> None:
         attach_comparisons, attach_intervals, read_published, read_rows, summarise, to_latex, to_markdown, write_long,
     )
 
-    from selectbench.report.intervals import ItemTable, row_intervals
+    from selectbench.report.intervals import ItemTable, Replicates, row_intervals
 
     rows = read_rows([Path(p) for p in a.inputs])
     out = Path(a.tables)
@@ -136,13 +136,12 @@ def cmd_report(a) -> None:
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
     intervals = {}
     if a.items:
-        from selectbench.evaluation.items import read_items
-
-        items = ItemTable(read_items([Path(p) for p in a.items]))
-        intervals = row_intervals(items, rows, a.bootstrap, a.bootstrap_seed + 2)
-        attach_intervals(summary, items, a.reference, a.benchmarks, a.bootstrap, a.bootstrap_seed)
+        # one item draw for the rows' intervals, the cells' intervals and the paired comparisons
+        boot = Replicates(ItemTable.from_files([Path(p) for p in a.items]), a.bootstrap, a.bootstrap_seed)
+        intervals = row_intervals(boot, rows)
+        attach_intervals(summary, boot, a.reference, a.benchmarks)
         if a.baseline and any(e["method"] == a.baseline for e in summary):
-            attach_comparisons(summary, items, a.baseline, a.bootstrap, a.bootstrap_seed + 1)
+            attach_comparisons(summary, boot, a.baseline)
     write_long(rows, out / f"{a.dataset}.csv", intervals)
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     task_aware = set(a.task_aware)
@@ -150,6 +149,19 @@ def cmd_report(a) -> None:
                                                            task_aware=task_aware))
     atomic_write_text(out / f"{a.dataset}.tex", to_latex(summary, a.benchmarks, a.dataset, task_aware=task_aware))
     plot_relative(summary, a.reference, a.dataset, Path(a.plots) / f"{a.dataset}_relative", published)
+
+
+def cmd_costs(a) -> None:
+    from selectbench.report.costs import write_costs
+    from selectbench.report.results import load_results
+    from selectbench.report.tables import summarise
+
+    rows = load_results(Path(a.table)).to_dict("records")
+    entries = summarise(rows, a.plan["reference"], a.benchmarks, a.chance_margin)
+    summary = write_costs(a.plan, Path(a.records), entries, Path(a.tables), Path(a.plots))
+    for r in summary.itertuples():
+        logging.info("%s ratio %g: selection %.1f s, training %.1f s, Rel. %% %.1f", r.method, r.ratio,
+                     r.selection_s, r.train_s, r.rel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}),
         ("--items", {"nargs": "*", "default": []}), ("--bootstrap", {"type": int, "default": 1000}),
         ("--bootstrap-seed", {"type": int, "default": 0}), ("--baseline", {"default": "random"}))
+    add("costs", cmd_costs, ("--table", req), ("--plan", js), ("--records", req),
+        ("--benchmarks", {"nargs": "+", **req}), ("--chance-margin", {"type": float, "default": None}),
+        ("--tables", req), ("--plots", req))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

@@ -35,11 +35,3 @@ def write_items(rows: list[dict], path: Path) -> None:
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in ITEM_COLUMNS} for r in rows)
 
-
-def read_items(paths: list[Path]) -> list[dict]:
-    """The rows of items files, as write_items wrote them (values as text; ItemTable converts them)."""
-    rows = []
-    for path in paths:
-        with open(path, newline="") as fh:
-            rows += list(csv.DictReader(fh))
-    return rows

@@ -1,51 +1,135 @@
-"""95% bootstrap intervals from the per-item scores (selectbench.evaluation.items), seeded so the same inputs give
-the same intervals.
+"""95% bootstrap intervals and paired comparisons from the per-item scores (selectbench.evaluation.items), seeded so
+the same inputs give the same intervals.
 
-A cell (method, ratio, benchmark) resamples the evaluation items and, where it has several, the seeds: each
-replicate draws the items with replacement (one draw per benchmark, shared by every seed and by the full-data
-model, since all are scored on the same items) and the seeds with replacement, and recomputes the metric on the
-draw, averaged over the drawn seeds. Rel. % is recomputed the same way from the subset's and the full-data model's
-draws together (paired), so its interval carries the uncertainty of both. Percentile intervals.
+Replicates draws the evaluation items with replacement, one draw per benchmark and replicate shared by every run
+(all runs are scored on the same items), and recomputes every run's metric on it. A draw is a vector of counts
+(how often each item was drawn), so one matrix product gives the replicates of every run at once: a paper-sized
+grid (tens of models, a quarter of a million items each) is a few seconds, not a loop per cell.
+
+A cell (method, ratio, benchmark) also resamples its seeds where it has several: each replicate draws the seeds
+with replacement and averages the metric over them. Rel. % is recomputed from the subset's and the full-data
+model's replicates together (the same item draw), so its interval carries the uncertainty of both. A difference
+between two cells is paired the same way. Percentile intervals.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import zlib
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 
 Interval = tuple[float, float]
+Key = tuple[str, float, int, str, str]  # method, ratio, seed, benchmark, metric
 UNDEFINED = "undefined"  # an interval that cannot be computed (Rel. % over a draw where full data scored 0)
 F1_INDICATORS = ("predicted_yes", "label_yes")  # POPE's F1 is not a mean over items: it is recomputed from these
+F1_METRICS = ("f1", "pope_f1_score")  # the built-in scorer's and lmms-eval's name for it
+_KEY_COLUMNS = ["method", "ratio", "seed", "benchmark", "metric"]
 
 
 class ItemTable:
-    """Per-item values by (method, ratio, seed, benchmark, metric), aligned by item id across runs."""
+    """Per-item values by (method, ratio, seed, benchmark, metric), aligned by item id across runs: a run whose
+    items differ from its benchmark's (the first run read) is left out, so nothing is compared on other items."""
 
-    def __init__(self, rows: Iterable[dict]):
-        cells: dict[tuple, dict[str, float]] = defaultdict(dict)
-        for r in rows:
-            key = (r["method"], float(r["ratio"]), int(r["seed"]), r["benchmark"], r["metric"])
-            cells[key][str(r["item"])] = float(r["value"])
-        self.items: dict[str, list[str]] = {}
-        for (_, _, _, bench, _), values in cells.items():
-            self.items.setdefault(bench, sorted(values))
-        self.values = {k: np.array([v[i] for i in self.items[k[3]]]) for k, v in cells.items()
-                       if sorted(v) == self.items[k[3]]}
+    def __init__(self, rows: Iterable[dict] | pd.DataFrame | None = None):
+        self.items: dict[str, pd.Index] = {}
+        self.values: dict[Key, np.ndarray] = {}
+        if rows is not None:
+            self.add(rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows)))
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> "ItemTable":
+        """Read items files one at a time (a paper-sized grid never sits in memory as text)."""
+        table = cls()
+        for path in paths:
+            frame = pd.read_csv(path, usecols=[*_KEY_COLUMNS, "item", "value"], keep_default_na=False,
+                                dtype={"method": str, "benchmark": str, "metric": str, "item": str,
+                                       "ratio": float, "seed": int, "value": float})
+            table.add(frame)
+        return table
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        frame = frame.astype({"ratio": float, "seed": int, "value": float, "item": str})
+        for (method, ratio, seed, bench, metric), group in frame.groupby(_KEY_COLUMNS, sort=False):
+            values = pd.Series(group["value"].to_numpy(), index=group["item"].to_numpy())
+            order = self.items.setdefault(bench, pd.Index(np.sort(values.index.unique().to_numpy())))
+            if len(values) != len(order) or not values.index.is_unique:
+                continue
+            aligned = values.reindex(order)
+            if aligned.isna().any():
+                continue
+            self.values[(method, float(ratio), int(seed), bench, metric)] = aligned.to_numpy(dtype=float)
 
     def has(self, method: str, ratio: float, seeds: list[int], bench: str, metric: str) -> bool:
-        needed = F1_INDICATORS if metric == "f1" else (metric,)
+        needed = F1_INDICATORS if metric in F1_METRICS else (metric,)
         return all((method, ratio, s, bench, m) in self.values for s in seeds for m in needed)
 
-    def stat(self, method: str, ratio: float, seed: int, bench: str, metric: str, idx: np.ndarray) -> np.ndarray:
-        """The metric on each row of item indices idx (replicates × items), in percent."""
-        if metric == "f1":
-            pred = self.values[(method, ratio, seed, bench, "predicted_yes")][idx]
-            gold = self.values[(method, ratio, seed, bench, "label_yes")][idx]
-            denom = pred.sum(1) + gold.sum(1)
-            return np.where(denom > 0, 200 * (pred * gold).sum(1) / np.maximum(denom, 1), 0.0)
-        return self.values[(method, ratio, seed, bench, metric)][idx].mean(1)
+    def point(self, method: str, ratio: float, seed: int, bench: str, metric: str) -> float:
+        """The metric on all items, in percent."""
+        if metric in F1_METRICS:
+            pred = self.values[(method, ratio, seed, bench, "predicted_yes")]
+            gold = self.values[(method, ratio, seed, bench, "label_yes")]
+            return _f1(np.array([(pred * gold).sum()]), np.array([pred.sum() + gold.sum()]))[0]
+        return float(self.values[(method, ratio, seed, bench, metric)].mean())
+
+
+def _f1(both: np.ndarray, total: np.ndarray) -> np.ndarray:
+    return np.where(total > 0, 200 * both / np.maximum(total, 1e-12), 0.0)
+
+
+class Replicates:
+    """Bootstrap replicates of every run's metrics, computed once per benchmark and shared by intervals and
+    comparisons: replicate r of run k is its metric on item draw r of its benchmark."""
+
+    def __init__(self, table: ItemTable, reps: int = 1000, seed: int = 0, chunk: int = 50):
+        self.table, self.reps, self.seed, self.chunk = table, reps, seed, chunk
+        self._draws: dict[str, dict[tuple, np.ndarray]] = {}
+
+    def n_items(self, bench: str) -> int:
+        return len(self.table.items[bench])
+
+    def rng(self, salt: int) -> np.random.Generator:
+        """A generator for what a caller resamples on top of the items (seeds), independent of call order."""
+        return np.random.default_rng([self.seed, salt])
+
+    def stat(self, method: str, ratio: float, seed: int, bench: str, metric: str) -> np.ndarray:
+        draws = self._benchmark(bench)
+        if metric in F1_METRICS:
+            run = (method, ratio, seed, bench)
+            return _f1(draws[(*run, "f1:both")], draws[(*run, "predicted_yes")] + draws[(*run, "label_yes")])
+        return draws[(method, ratio, seed, bench, metric)]
+
+    def _benchmark(self, bench: str) -> dict[tuple, np.ndarray]:
+        if bench in self._draws:
+            return self._draws[bench]
+        keys = [k for k in self.table.values if k[3] == bench]
+        columns = [self.table.values[k] for k in keys]
+        for k in keys:  # F1 needs the count of items both predicted and labelled yes
+            if k[4] == "predicted_yes" and (*k[:4], "label_yes") in self.table.values:
+                keys.append((*k[:4], "f1:both"))
+                columns.append(self.table.values[k] * self.table.values[(*k[:4], "label_yes")])
+        matrix = np.stack(columns, axis=1)  # items × runs
+        n = matrix.shape[0]
+        rng = np.random.default_rng([self.seed, _stable_id(bench)])
+        out = []
+        for start in range(0, self.reps, self.chunk):
+            c = min(self.chunk, self.reps - start)
+            drawn = rng.integers(0, n, size=(c, n)) + (np.arange(c) * n)[:, None]
+            counts = np.bincount(drawn.ravel(), minlength=c * n).reshape(c, n).astype(float)
+            out.append(counts @ matrix)
+        sums = np.concatenate(out)  # replicates × runs: each run's sum over the drawn items
+        self._draws[bench] = {k: sums[:, j] / (1 if k[4] in ("f1:both", *F1_INDICATORS) else n)
+                              for j, k in enumerate(keys)}
+        return self._draws[bench]
+
+
+def _stable_id(text: str) -> int:
+    """A stable integer per benchmark name (Python's hash() is salted per process)."""
+    return zlib.crc32(text.encode())
 
 
 def _percentile(samples: np.ndarray, level: float) -> Interval:
@@ -53,47 +137,43 @@ def _percentile(samples: np.ndarray, level: float) -> Interval:
     return float(low), float(high)
 
 
-def cell_intervals(table: ItemTable, cells: list[tuple[str, float, list[int]]], reference: tuple[float, list[int]],
-                   reference_method: str, primary: dict[str, str], relative_over: list[str], reps: int = 1000,
-                   seed: int = 0, level: float = 0.95, chunk: int = 50) -> dict[tuple[str, float], dict]:
-    """For each (method, ratio, seeds): {"benchmarks": {bench: interval or None}, "relative": interval or None}."""
-    rng = np.random.default_rng(seed)
+def _over_seeds(boot: Replicates, method: str, ratio: float, seeds: list[int], bench: str, metric: str,
+                pick: np.ndarray) -> np.ndarray:
+    """Each replicate's metric averaged over its resampled seeds (pick: replicates × len(seeds) seed indices)."""
+    per_seed = np.stack([boot.stat(method, ratio, s, bench, metric) for s in seeds])  # seeds × replicates
+    return per_seed[pick, np.arange(boot.reps)[:, None]].mean(1)
+
+
+def cell_intervals(boot: Replicates, cells: list[tuple[str, float, list[int]]], reference: tuple[float, list[int]],
+                   reference_method: str, primary: dict[str, str], relative_over: list[str],
+                   level: float = 0.95) -> dict[tuple[str, float], dict]:
+    """For each (method, ratio, seeds): {"benchmarks": {bench: interval or None}, "relative": interval, UNDEFINED
+    or None}."""
+    table, rng = boot.table, boot.rng(1)
     ref_ratio, ref_seeds = reference
     out = {}
     for method, ratio, seeds in cells:
-        draws: dict[str, list[np.ndarray]] = defaultdict(list)
-        rel_draws: list[np.ndarray] = []
-        have = {b: table.has(method, ratio, seeds, b, primary[b]) for b in primary}
+        have = {b: b in table.items and table.has(method, ratio, seeds, b, primary[b]) for b in primary}
         have_rel = bool(relative_over) and all(
             have[b] and table.has(reference_method, ref_ratio, ref_seeds, b, primary[b]) for b in relative_over)
-        for start in range(0, reps, chunk):
-            n = min(chunk, reps - start)
-            pick = rng.integers(0, len(seeds), size=(n, len(seeds)))
-            pick_ref = rng.integers(0, len(ref_seeds), size=(n, len(ref_seeds)))
-            rel = np.zeros(n)
-            for bench, metric in primary.items():
-                if not have[bench]:
-                    continue
-                idx = rng.integers(0, len(table.items[bench]), size=(n, len(table.items[bench])))
-                rows = np.arange(n)
-                per_seed = np.stack([table.stat(method, ratio, s, bench, metric, idx) for s in seeds])
-                value = per_seed[pick, rows[:, None]].mean(1)
-                draws[bench].append(value)
-                if have_rel and bench in relative_over:
-                    full_seed = np.stack([table.stat(reference_method, ref_ratio, s, bench, metric, idx)
-                                          for s in ref_seeds])
-                    full = full_seed[pick_ref, rows[:, None]].mean(1)
-                    rel += np.where(full > 0, 100 * value / np.where(full > 0, full, 1), np.nan)
-            if have_rel:
-                rel_draws.append(rel / len(relative_over))
+        pick = rng.integers(0, len(seeds), size=(boot.reps, len(seeds)))
+        pick_ref = rng.integers(0, len(ref_seeds), size=(boot.reps, len(ref_seeds)))
+        benchmarks, rel = {}, np.zeros(boot.reps)
+        for bench, metric in primary.items():
+            if not have[bench]:
+                benchmarks[bench] = None
+                continue
+            value = _over_seeds(boot, method, ratio, seeds, bench, metric, pick)
+            benchmarks[bench] = _percentile(value, level)
+            if have_rel and bench in relative_over:
+                full = _over_seeds(boot, reference_method, ref_ratio, ref_seeds, bench, metric, pick_ref)
+                rel += np.where(full > 0, 100 * value / np.where(full > 0, full, 1), np.nan)
         relative = None
         if have_rel:
-            rel_all = np.concatenate(rel_draws)
+            rel /= len(relative_over)
             # a draw where the full-data model scores 0 on a benchmark leaves Rel. % undefined: no interval then
-            relative = _percentile(rel_all, level) if np.isfinite(rel_all).all() else UNDEFINED
-        out[(method, ratio)] = {
-            "benchmarks": {b: _percentile(np.concatenate(draws[b]), level) if have[b] else None for b in primary},
-            "relative": relative}
+            relative = _percentile(rel, level) if np.isfinite(rel).all() else UNDEFINED
+        out[(method, ratio)] = {"benchmarks": benchmarks, "relative": relative}
     return out
 
 
@@ -110,33 +190,27 @@ def _p_value(draws: np.ndarray, n_items: int) -> float:
     return float(2 * t.sf(abs(float(np.mean(draws))) / sd, df=max(1, n_items - 1)))
 
 
-def paired_differences(table: ItemTable, pairs: list[tuple[tuple[str, float, list[int]], tuple[str, float, list[int]]]],
-                       primary: dict[str, str], reps: int = 1000, seed: int = 0, level: float = 0.95,
-                       chunk: int = 50) -> dict[tuple[str, float, str, float], dict[str, dict]]:
+def paired_differences(boot: Replicates, pairs: list[tuple[tuple[str, float, list[int]], tuple[str, float, list[int]]]],
+                       primary: dict[str, str], level: float = 0.95) -> dict[tuple[str, float, str, float], dict]:
     """For each pair (a, b) of cells scored on the same items: per benchmark, the difference a − b of the primary
-    metric with its paired bootstrap interval and p-value (the same item draw for both, seeds resampled for each)."""
-    rng = np.random.default_rng(seed)
+    metric (mean over seeds) with its paired bootstrap interval and p-value (the same item draws for both, seeds
+    resampled for each)."""
+    table, rng = boot.table, boot.rng(2)
     out = {}
     for (ma, ra, sa), (mb, rb, sb) in pairs:
         result = {}
+        pick_a = rng.integers(0, len(sa), size=(boot.reps, len(sa)))
+        pick_b = rng.integers(0, len(sb), size=(boot.reps, len(sb)))
         for bench, metric in primary.items():
-            if not (table.has(ma, ra, sa, bench, metric) and table.has(mb, rb, sb, bench, metric)):
+            if bench not in table.items or not (table.has(ma, ra, sa, bench, metric)
+                                                and table.has(mb, rb, sb, bench, metric)):
                 continue
-            n_items = len(table.items[bench])
-            draws = []
-            for start in range(0, reps, chunk):
-                n = min(chunk, reps - start)
-                idx = rng.integers(0, n_items, size=(n, n_items))
-                rows = np.arange(n)[:, None]
-                a = np.stack([table.stat(ma, ra, s, bench, metric, idx) for s in sa])
-                b = np.stack([table.stat(mb, rb, s, bench, metric, idx) for s in sb])
-                pick_a = rng.integers(0, len(sa), size=(n, len(sa)))
-                pick_b = rng.integers(0, len(sb), size=(n, len(sb)))
-                draws.append(a[pick_a, rows].mean(1) - b[pick_b, rows].mean(1))
-            d = np.concatenate(draws)
-            point = float(np.mean([table.stat(ma, ra, s, bench, metric, np.arange(n_items)[None])[0] for s in sa])
-                          - np.mean([table.stat(mb, rb, s, bench, metric, np.arange(n_items)[None])[0] for s in sb]))
-            result[bench] = {"difference": point, "interval": _percentile(d, level), "p": _p_value(d, n_items)}
+            d = (_over_seeds(boot, ma, ra, sa, bench, metric, pick_a)
+                 - _over_seeds(boot, mb, rb, sb, bench, metric, pick_b))
+            point = (np.mean([table.point(ma, ra, s, bench, metric) for s in sa])
+                     - np.mean([table.point(mb, rb, s, bench, metric) for s in sb]))
+            result[bench] = {"difference": float(point), "interval": _percentile(d, level),
+                             "p": _p_value(d, boot.n_items(bench))}
         out[(ma, ra, mb, rb)] = result
     return out
 
@@ -152,18 +226,15 @@ def holm(p_values: dict, alpha: float = 0.05) -> set:
     return rejected
 
 
-def row_intervals(table: ItemTable, rows: Iterable[dict], reps: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> dict[tuple, Interval]:
+def row_intervals(boot: Replicates, rows: pd.DataFrame | Iterable[dict], level: float = 0.95
+                  ) -> dict[Key, Interval]:
     """For each long-format row (one model, one benchmark, one metric) that per-item scores can recompute (a mean
     metric, or F1 from its indicators): the 95% bootstrap interval over its items, keyed like ItemTable."""
-    rng = np.random.default_rng(seed)
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows
     out = {}
-    for r in rows:
+    for r in records:
         key = (r["method"], float(r["ratio"]), int(r["seed"]), r["benchmark"], r["metric"])
-        if key in out or not table.has(key[0], key[1], [key[2]], key[3], key[4]):
-            continue
-        n_items = len(table.items[key[3]])
-        draws = [table.stat(*key[:4], key[4], rng.integers(0, n_items, size=(min(50, reps - k), n_items)))
-                 for k in range(0, reps, 50)]
-        out[key] = _percentile(np.concatenate(draws), level)
+        if key not in out and key[3] in boot.table.items and boot.table.has(key[0], key[1], [key[2]], *key[3:]):
+            out[key] = _percentile(boot.stat(*key), level)
     return out
+

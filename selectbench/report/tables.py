@@ -1,118 +1,141 @@
-"""Aggregation: per-model evaluation rows → one long-format table per dataset, Markdown and LaTeX summaries
-(method × ratio rows, benchmark columns, mean ± std over seeds, relative performance vs full data)."""
+"""Aggregation on pandas: per-model evaluation rows → one long-format table per dataset, and its summary (method ×
+ratio entries: primary metric per benchmark over seeds, relative performance vs full data) that the Markdown and
+LaTeX renderers and the plots read."""
 
 from __future__ import annotations
 
 import csv
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, stdev
-from typing import Collection
+from typing import Collection, Iterable
+
+import pandas as pd
 
 from selectbench.io import atomic_file
 from selectbench.evaluation.specs import scoring
 from selectbench.evaluation.evaluators import COLUMNS
 
+_TYPES = {"ratio": float, "seed": int, "value": float}
 
-def read_rows(paths: list[Path]) -> list[dict]:
-    rows = []
-    for path in paths:
-        with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                row["ratio"], row["seed"], row["value"] = float(row["ratio"]), int(row["seed"]), float(row["value"])
-                row["protocol"] = row.get("protocol") or ""
-                rows.append(row)
-    if not rows:
+
+def as_frame(rows: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if frame.empty:
         raise ValueError("no evaluation rows to aggregate")
-    return rows
+    frame = frame.astype(_TYPES)
+    frame["protocol"] = frame["protocol"].fillna("").astype(str) if "protocol" in frame else ""
+    return frame
+
+
+def read_rows(paths: list[Path]) -> pd.DataFrame:
+    """The evaluation CSVs (COLUMNS) of a dataset, as one typed DataFrame."""
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path, dtype={"protocol": str, "method": str, "benchmark": str, "metric": str},
+                            keep_default_na=False)
+        missing = [c for c in COLUMNS if c not in frame.columns and c != "protocol"]
+        if missing:
+            raise ValueError(f"{path}: not an evaluation file (no {missing})")
+        frames.append(frame)
+    if not frames:
+        raise ValueError("no evaluation rows to aggregate")
+    return as_frame(pd.concat(frames, ignore_index=True))
 
 
 # the long table: the evaluation rows and, where per-item scores can recompute a row, its 95% bootstrap interval
 # over the items (empty otherwise: sample counts, per-split numbers, metrics an evaluator logs only as a total)
 TABLE_COLUMNS = (*COLUMNS, "ci_low", "ci_high")
+_SORT = ["method", "ratio", "seed", "benchmark", "metric"]
 
 
-def write_long(rows: list[dict], out: Path, intervals: dict[tuple, tuple[float, float]] | None = None) -> None:
-    intervals = intervals or {}
-    with atomic_file(Path(out)) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        for row in sorted(rows, key=lambda r: (r["method"], r["ratio"], r["seed"], r["benchmark"], r["metric"])):
-            ci = intervals.get((row["method"], float(row["ratio"]), int(row["seed"]), row["benchmark"], row["metric"]))
-            writer.writerow({**{k: row.get(k, "") for k in COLUMNS},
-                             "ci_low": "" if ci is None else round(ci[0], 4),
-                             "ci_high": "" if ci is None else round(ci[1], 4)})
+def write_long(rows: pd.DataFrame | Iterable[dict], out: Path,
+               intervals: dict[tuple, tuple[float, float]] | None = None) -> None:
+    frame = as_frame(rows).reindex(columns=list(COLUMNS)).sort_values(_SORT, kind="stable")
+    keys = list(zip(*(frame[c] for c in _SORT)))
+    ci = [(intervals or {}).get(k) for k in keys]
+    frame["ci_low"] = [None if c is None else round(c[0], 4) for c in ci]
+    frame["ci_high"] = [None if c is None else round(c[1], 4) for c in ci]
+    with atomic_file(Path(out)) as tmp:
+        frame.to_csv(tmp, index=False, columns=list(TABLE_COLUMNS), lineterminator="\r\n", float_format=None)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    return mean(values), (stdev(values) if len(values) > 1 else None)
-
-
-def protocols(rows: list[dict], benchmarks: list[str]) -> dict[str, str]:
-    """The protocol of each benchmark's rows (run.COLUMNS "protocol"): numbers obtained under different protocols
+def protocols(rows: pd.DataFrame | Iterable[dict], benchmarks: list[str]) -> dict[str, str]:
+    """The protocol of each benchmark's rows (COLUMNS "protocol"): numbers obtained under different protocols
     never share a column, so a benchmark with rows under two of them is an error."""
+    frame = as_frame(rows)
     out = {}
     for b in benchmarks:
-        found = {r.get("protocol") or "" for r in rows if r["benchmark"] == b}
+        found = sorted(set(frame.loc[frame["benchmark"] == b, "protocol"]))
         if len(found) > 1:
-            raise ValueError(f"{b}: rows under different protocols {sorted(found)} cannot share a column")
-        out[b] = found.pop() if found else ""
+            raise ValueError(f"{b}: rows under different protocols {found} cannot share a column")
+        out[b] = found[0] if found else ""
     return out
 
 
-def at_chance(rows: list[dict], reference: str, benchmarks: list[str], margin: float) -> dict[str, str]:
+def at_chance(rows: pd.DataFrame | Iterable[dict], reference: str, benchmarks: list[str], margin: float
+              ) -> dict[str, str]:
     """Benchmarks on which the full-data reference is within `margin` points of chance (its benchmark's
     chance_level metric), with the reason: relative to a model that learned nothing, a subset's score is noise."""
+    frame = as_frame(rows)
     out = {}
-    proto = protocols(rows, benchmarks)
+    proto = protocols(frame, benchmarks)
     for b in benchmarks:
         level = scoring(b, proto[b]).chance_level
         if level is None:
             continue
         metric, chance = level
-        values = [r["value"] for r in rows if r["method"] == reference and r["benchmark"] == b and r["metric"] == metric]
-        if values and mean(values) <= chance + margin:
-            out[b] = f"{b}: full data {metric} {mean(values):.1f} is within {margin:g} points of chance ({chance:g})"
+        values = frame.loc[(frame["method"] == reference) & (frame["benchmark"] == b) & (frame["metric"] == metric),
+                           "value"]
+        if len(values) and values.mean() <= chance + margin:
+            out[b] = f"{b}: full data {metric} {values.mean():.1f} is within {margin:g} points of chance ({chance:g})"
     return out
 
 
-def summarise(rows: list[dict], reference: str, benchmarks: list[str], chance_margin: float | None = None
-              ) -> list[dict]:
+def _mean_std(values: pd.Series) -> tuple[float, float | None]:
+    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
+
+
+def summarise(rows: pd.DataFrame | Iterable[dict], reference: str, benchmarks: list[str],
+              chance_margin: float | None = None) -> list[dict]:
     """One entry per (method, ratio): primary metric per benchmark over seeds, and relative performance
     = mean over benchmarks of 100 × subset / full (full = the reference method's mean over its seeds).
     With chance_margin, benchmarks the reference did not learn (see at_chance) are left out of Rel. % and
     the entry says so."""
-    proto = protocols(rows, benchmarks)
-    primary = {b: scoring(b, proto[b]).primary for b in benchmarks}
-    by_key: dict[tuple, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    for r in rows:
-        if r["benchmark"] in primary and r["metric"] == primary[r["benchmark"]]:
-            by_key[(r["method"], r["ratio"])][r["seed"]][r["benchmark"]] = r["value"]
-    full_runs = [v for (m, _), seeds in by_key.items() if m == reference for v in seeds.values()]
-    if not full_runs:
+    frame = as_frame(rows)
+    proto = protocols(frame, benchmarks)
+    primary = pd.DataFrame({"benchmark": benchmarks, "metric": [scoring(b, proto[b]).primary for b in benchmarks]})
+    # one value per (method, ratio, seed, benchmark): the benchmark's primary metric
+    runs = (frame.merge(primary, on=["benchmark", "metric"])
+            .drop_duplicates(["method", "ratio", "seed", "benchmark"], keep="last")
+            .pivot(index=["method", "ratio", "seed"], columns="benchmark", values="value"))
+    runs = runs.reindex(columns=benchmarks)
+    if reference not in runs.index.get_level_values("method"):
         raise ValueError(f"no rows of the reference method {reference!r}: relative performance is undefined")
-    full = {b: mean(run[b] for run in full_runs) for b in benchmarks}
-    unlearned = at_chance(rows, reference, benchmarks, chance_margin) if chance_margin is not None else {}
+    full = runs.xs(reference, level="method").mean()
+    unlearned = at_chance(frame, reference, benchmarks, chance_margin) if chance_margin is not None else {}
     relative_over = [b for b in benchmarks if b not in unlearned]
     zero = [b for b in relative_over if full[b] == 0]
+    rel = None
+    if not zero and relative_over:
+        rel = (100 * runs[relative_over] / full[relative_over]).mean(axis=1)
+    order = sorted(runs.index.droplevel("seed").unique(), key=lambda k: (k[0] != reference, k))
     summary = []
-    for (method, ratio), seeds in sorted(by_key.items(), key=lambda kv: (kv[0][0] != reference, kv[0])):
-        entry = {"method": method, "ratio": ratio, "seeds": sorted(seeds), "benchmarks": {}, "protocols": proto}
-        rels = []
-        for seed, values in seeds.items():
-            missing = [b for b in benchmarks if b not in values]
-            if missing:
-                raise ValueError(f"{method} ratio {ratio} seed {seed}: no {primary[missing[0]]} for {missing}")
-            if not zero and relative_over:
-                rels.append(mean(100 * values[b] / full[b] for b in relative_over))
-        for b in benchmarks:
-            entry["benchmarks"][b] = _mean_std([values[b] for values in seeds.values()])
-        # undefined (not 0) when the full-data reference scored 0 somewhere: the table says why
-        entry["relative"] = _mean_std(rels) if rels else None
-        entry["relative_missing"] = f"full data scored 0 on {', '.join(zero)}" if zero else None
-        entry["relative_excluded"] = sorted(unlearned.values())
-        entry["relative_over"] = [] if zero else relative_over
-        summary.append(entry)
+    for method, ratio in order:
+        seeds = runs.loc[(method, ratio)]
+        missing = seeds.columns[seeds.isna().any()].tolist()
+        if missing:
+            seed = int(seeds.index[seeds[missing[0]].isna()][0])
+            raise ValueError(f"{method} ratio {ratio} seed {seed}: no {primary.set_index('benchmark').metric[missing[0]]}"
+                             f" for {missing}")
+        summary.append({
+            "method": method, "ratio": float(ratio), "seeds": [int(s) for s in seeds.index], "protocols": proto,
+            "benchmarks": {b: _mean_std(seeds[b]) for b in benchmarks},
+            # undefined (not 0) when the full-data reference scored 0 somewhere: the table says why
+            "relative": _mean_std(rel.loc[(method, ratio)]) if rel is not None else None,
+            "relative_missing": f"full data scored 0 on {', '.join(zero)}" if zero else None,
+            "relative_excluded": sorted(unlearned.values()),
+            "relative_over": [] if zero else relative_over,
+        })
     return summary
 
 
@@ -254,18 +277,28 @@ def read_published(path: Path, dataset: str) -> dict[tuple[str, float], float]:
     return out
 
 
-def attach_intervals(summary: list[dict], item_rows, reference: str, benchmarks: list[str],
-                     reps: int, seed: int) -> None:
+def replicates(items, reps: int, seed: int):
+    """The bootstrap replicates (selectbench.report.intervals.Replicates) of per-item rows, an ItemTable, or
+    replicates already drawn (returned as they are: intervals and comparisons then share one draw)."""
+    from selectbench.report.intervals import ItemTable, Replicates
+
+    if isinstance(items, Replicates):
+        return items
+    return Replicates(items if isinstance(items, ItemTable) else ItemTable(items), reps=reps, seed=seed)
+
+
+def attach_intervals(summary: list[dict], items, reference: str, benchmarks: list[str],
+                     reps: int = 1000, seed: int = 0) -> None:
     """Each entry's 95% bootstrap intervals (selectbench.report.intervals) from the per-item scores, as
     entry["ci"]; benchmarks without per-item scores keep their plain cells."""
-    from selectbench.report.intervals import ItemTable, cell_intervals
+    from selectbench.report.intervals import cell_intervals
 
-    table = item_rows if isinstance(item_rows, ItemTable) else ItemTable(item_rows)
+    boot = replicates(items, reps, seed)
     primary = {b: scoring(b, e_proto).primary for b, e_proto in summary[0]["protocols"].items() if b in benchmarks}
     ref = next(e for e in summary if e["method"] == reference)
     cells = [(e["method"], float(e["ratio"]), [int(s) for s in e["seeds"]]) for e in summary]
-    intervals = cell_intervals(table, cells, (float(ref["ratio"]), [int(s) for s in ref["seeds"]]), reference,
-                               primary, ref["relative_over"], reps=reps, seed=seed)
+    intervals = cell_intervals(boot, cells, (float(ref["ratio"]), [int(s) for s in ref["seeds"]]), reference,
+                               primary, ref["relative_over"])
     for e in summary:
         e["ci"] = intervals[(e["method"], float(e["ratio"]))]
 
@@ -273,7 +306,7 @@ def attach_intervals(summary: list[dict], item_rows, reference: str, benchmarks:
 WIN, LOSS = "▲", "▼"
 
 
-def attach_comparisons(summary: list[dict], item_rows, baseline: str, reps: int, seed: int,
+def attach_comparisons(summary: list[dict], items, baseline: str, reps: int = 1000, seed: int = 0,
                        alpha: float = 0.05) -> None:
     """Each entry against the baseline method at the same ratio, per benchmark: a paired bootstrap over the same
     items (and seeds), Holm-corrected across the whole table. entry["marks"][bench] is WIN or LOSS where the
@@ -281,9 +314,9 @@ def attach_comparisons(summary: list[dict], item_rows, baseline: str, reps: int,
     intervals (differences smaller than that could not be told from 0 with these items and seeds)."""
     from statistics import median
 
-    from selectbench.report.intervals import ItemTable, holm, paired_differences
+    from selectbench.report.intervals import holm, paired_differences
 
-    table = item_rows if isinstance(item_rows, ItemTable) else ItemTable(item_rows)
+    boot = replicates(items, reps, seed)
     primary = {b: scoring(b, proto).primary for b, proto in summary[0]["protocols"].items()}
     base = {e["ratio"]: e for e in summary if e["method"] == baseline}
     pairs, entries = [], {}
@@ -295,7 +328,7 @@ def attach_comparisons(summary: list[dict], item_rows, baseline: str, reps: int,
         entries[key] = e
         pairs.append(((e["method"], float(e["ratio"]), [int(s) for s in e["seeds"]]),
                       (other["method"], float(other["ratio"]), [int(s) for s in other["seeds"]])))
-    results = paired_differences(table, pairs, primary, reps=reps, seed=seed)
+    results = paired_differences(boot, pairs, primary)
     tests = {(key, bench): r["p"] for key, per in results.items() for bench, r in per.items()}
     significant = holm(tests, alpha)
     for key, per in results.items():

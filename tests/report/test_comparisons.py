@@ -3,7 +3,7 @@ the table's marks, Holm-corrected, are false positives at most 5% of the time.""
 
 import numpy as np
 
-from selectbench.report.intervals import ItemTable, holm, paired_differences
+from selectbench.report.intervals import ItemTable, Replicates, holm, paired_differences
 from selectbench.report.tables import LOSS, WIN, attach_comparisons, summarise, to_markdown
 
 BENCHES = ("gqa", "textvqa_val", "vqav2_val")  # lmms-eval tasks, all scored by exact match
@@ -53,9 +53,9 @@ def test_null_replicates_rarely_mark_anything():
     tables_marked = marks = comparisons = 0
     for replicate in range(200):
         items, _ = _runs(rng, {"random": 0.5, "a": 0.5, "b": 0.5}, n_items=100)
-        table = ItemTable(items)
+        boot = Replicates(ItemTable(items), reps=1000, seed=replicate)
         pairs = [(("a", 0.1, [0]), ("random", 0.1, [0])), (("b", 0.1, [0]), ("random", 0.1, [0]))]
-        results = paired_differences(table, pairs, {b: "exact_match" for b in BENCHES}, reps=1000, seed=replicate)
+        results = paired_differences(boot, pairs, {b: "exact_match" for b in BENCHES})
         tests = {(k, b): r["p"] for k, per in results.items() for b, r in per.items()}
         rejected = holm(tests)
         marks, comparisons = marks + len(rejected), comparisons + len(tests)

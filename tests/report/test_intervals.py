@@ -3,7 +3,7 @@ POPE's F1 from its indicators, pair the subset with the full-data model, and rea
 
 import numpy as np
 
-from selectbench.report.intervals import ItemTable, cell_intervals
+from selectbench.report.intervals import ItemTable, Replicates, cell_intervals
 from selectbench.report.tables import attach_intervals, summarise, to_latex, to_markdown
 
 
@@ -17,16 +17,17 @@ def test_intervals_cover_the_true_mean_at_about_their_level():
     covered = 0
     for _ in range(200):
         table = ItemTable(_items("m", 0.1, 0, 100.0 * (rng.random(120) < 0.7)))
-        low, high = cell_intervals(table, [("m", 0.1, [0])], (0.1, [0]), "m", {"gqa": "exact_match"}, [],
-                                   reps=400, seed=int(rng.integers(1 << 30)))[("m", 0.1)]["benchmarks"]["gqa"]
+        boot = Replicates(table, reps=400, seed=int(rng.integers(1 << 30)))
+        low, high = cell_intervals(boot, [("m", 0.1, [0])], (0.1, [0]), "m", {"gqa": "exact_match"},
+                                   [])[("m", 0.1)]["benchmarks"]["gqa"]
         covered += low <= 70.0 <= high
     assert covered / 200 >= 0.9
 
 
 def test_the_same_inputs_give_the_same_intervals():
     table = ItemTable(_items("m", 0.1, 0, (100 * np.random.default_rng(5).random(100)).tolist()))
-    run = lambda seed: cell_intervals(table, [("m", 0.1, [0])], (0.1, [0]), "m", {"gqa": "exact_match"}, [],  # noqa: E731
-                                      seed=seed)
+    run = lambda seed: cell_intervals(Replicates(table, seed=seed), [("m", 0.1, [0])], (0.1, [0]), "m",  # noqa: E731
+                                      {"gqa": "exact_match"}, [])
     assert run(3) == run(3) and run(3) != run(4)
 
 
@@ -38,8 +39,8 @@ def test_pope_f1_is_recomputed_from_its_indicators_and_seeds_are_resampled():
         pred = np.where(rng.random(200) < 0.9, gold, 1 - gold)
         rows += _items("m", 0.2, seed, pred.tolist(), "pope", "predicted_yes")
         rows += _items("m", 0.2, seed, gold.tolist(), "pope", "label_yes")
-    ci = cell_intervals(ItemTable(rows), [("m", 0.2, [0, 1, 2])], (0.2, [0, 1, 2]), "m", {"pope": "f1"}, [],
-                        reps=500)[("m", 0.2)]["benchmarks"]["pope"]
+    ci = cell_intervals(Replicates(ItemTable(rows), reps=500), [("m", 0.2, [0, 1, 2])], (0.2, [0, 1, 2]), "m",
+                        {"pope": "f1"}, [])[("m", 0.2)]["benchmarks"]["pope"]
     assert 80 < ci[0] < 90 < ci[1] < 96
 
 
@@ -47,8 +48,8 @@ def test_relative_is_paired_with_the_full_data_model():
     values = [100.0, 0.0, 100.0, 100.0] * 25
     rows = _items("full", 1.0, 0, values) + _items("same", 0.1, 0, values)
     rows += _items("worse", 0.1, 0, [v if i % 4 == 3 else 0.0 for i, v in enumerate(values)])  # 25 of 75
-    ci = cell_intervals(ItemTable(rows), [("same", 0.1, [0]), ("worse", 0.1, [0])], (1.0, [0]), "full",
-                        {"gqa": "exact_match"}, ["gqa"], reps=300)
+    ci = cell_intervals(Replicates(ItemTable(rows), reps=300), [("same", 0.1, [0]), ("worse", 0.1, [0])],
+                        (1.0, [0]), "full", {"gqa": "exact_match"}, ["gqa"])
     assert ci[("same", 0.1)]["relative"] == (100.0, 100.0)  # the same answers: no uncertainty left when paired
     low, high = ci[("worse", 0.1)]["relative"]
     assert low < 33.4 < high < 100

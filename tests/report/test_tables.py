@@ -52,7 +52,7 @@ def test_missing_reference_or_benchmark_is_an_error():
 def test_long_table_roundtrip_and_published(tmp_path):
     rows = _rows("full", 1.0, 0, 80, 40)
     write_long(rows, tmp_path / "t.csv")
-    assert read_rows([tmp_path / "t.csv"])[0]["value"] == 40.0
+    assert read_rows([tmp_path / "t.csv"]).loc[0, "value"] == 40.0
     with open(tmp_path / "t.csv") as fh:
         assert next(csv.reader(fh)) == ["dataset", "method", "ratio", "seed", "benchmark", "metric", "value", "protocol",
                                         "ci_low", "ci_high"]
