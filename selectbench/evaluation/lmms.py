@@ -305,12 +305,26 @@ def check_empty(task: str, empty: int, total: int, max_fraction: float, where: s
                             f"generation fails, and an empty answer is scored as wrong){where}")
 
 
+def _yes_no_indicators(samples: list[dict], metric: str) -> dict[str, list[float]] | None:
+    """POPE's per-sample records ({score, prediction, ground_truth}) as the indicators its F1 is recomputed from
+    (selectbench.report.intervals): lmms-eval's F1 counts an answer as a positive exactly when it is "yes"."""
+    records = [s.get(metric) for s in samples]
+    if not records or not all(isinstance(r, dict) and {"prediction", "ground_truth"} <= set(r) for r in records):
+        return None
+    return {"predicted_yes": [float(str(r["prediction"]) == "yes") for r in records],
+            "label_yes": [float(str(r["ground_truth"]) == "yes") for r in records]}
+
+
 def sample_scores(samples: list[dict], spec: TaskSpec) -> dict[str, list[float]]:
     """Per-sample values of the task's metrics, in percent, where lmms-eval logged a plain number for every sample
-    (its mean-aggregated metrics: exact_match, the VQA scores). Metrics logged as per-sample records for a custom
-    aggregation (POPE's F1, judge scores) are left out rather than guessed: their mean is not the metric."""
+    (its mean-aggregated metrics: exact_match, the VQA scores), and POPE's yes/no indicators from its per-sample
+    records (its F1 is recomputed from them). Other records for a custom aggregation (judge scores) are left out
+    rather than guessed: their mean is not the metric."""
     out = {}
     for metric, factor in spec.metrics.items():
+        if metric == "pope_f1_score":
+            out.update(_yes_no_indicators(samples, metric) or {})
+            continue
         values = []
         for sample in samples:
             value = sample.get(metric)

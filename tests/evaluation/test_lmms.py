@@ -218,7 +218,8 @@ def test_lmms_rows_make_tables_that_name_the_protocol_apart_from_published(tmp_p
     assert "VQAv2 val (not test-dev)" in md and "lmms-eval 0.7.3" in md
     tex = to_latex(summary, tasks, "llava665k")
     assert "Protocol: pope: lmms-eval 0.7.3" in tex and "vqav2\\_val: lmms-eval 0.7.3: VQAv2 val (not test-dev)" in tex
-    mixed = rows + [{**rows[0], "method": "xmas", "protocol": "selectbench built-in evaluator, embedded sets"}]
+    first = rows.to_dict("records")[0]
+    mixed = [*rows.to_dict("records"), {**first, "method": "xmas", "protocol": "selectbench built-in evaluator"}]
     with pytest.raises(ValueError, match="different protocols"):
         summarise(mixed, "full", tasks)
 
@@ -230,6 +231,12 @@ def test_per_item_scores_come_from_the_logged_samples(tmp_path):
     samples = [{"doc_id": 0, "exact_match": 1.0, "pope_accuracy": {"score": 0.0}, "judged": {"answer": "A"}},
                {"doc_id": 1, "exact_match": 0.0, "pope_accuracy": {"score": 1.0}, "judged": {"answer": "B"}}]
     assert lmms.sample_scores(samples, spec) == {"exact_match": [100.0, 0.0]}
+    pope = [{"doc_id": i, "pope_f1_score": {"question_id": i, "score": float(p == g), "prediction": p,
+                                             "ground_truth": g}} for i, (p, g) in enumerate([("yes", "yes"),
+                                                                                            ("no", "yes"),
+                                                                                            ("maybe", "no")])]
+    assert lmms.sample_scores(pope, lmms.TASKS["pope"]) == {"predicted_yes": [1.0, 0.0, 0.0],
+                                                            "label_yes": [1.0, 1.0, 0.0]}
     path = _results_dir(tmp_path, {"gqa": {"exact_match,none": 0.5}}, {"gqa": ["a", "b"]})
     for line_path in path.parent.glob("*_samples_gqa.jsonl"):
         line_path.write_text("".join(json.dumps({"doc_id": i, "filtered_resps": ["a"], "exact_match": v}) + "\n"
