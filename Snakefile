@@ -18,7 +18,12 @@ if not config.get("standalone"):
     configfile: os.path.join(workflow.basedir, "config", "default.yaml")
 
 
+# `--config seeds=[0,1,2]` arrives as strings; run_methods / run_benchmarks narrow a run (README, "Everyday runs")
+from selectbench.config import select_run, typed_command_line
+
+typed_command_line(config, workflow.config_settings.config or {})
 validate(config, "config/schema.yaml")
+select_run(config)
 
 
 include: "rules/common.smk"

@@ -75,3 +75,52 @@ def read_settings(text: str) -> Any:
     if text.startswith("@"):
         return json.loads(Path(text[1:]).read_text())
     return json.loads(text)
+
+
+def typed_command_line(config: dict[str, Any], given: dict[str, Any]) -> None:
+    """Give `--config` values their YAML types: Snakemake reads `seeds=[0,1,2]` as a list of strings ('0'), which
+    the schema then rejects. Only the keys given on the command line are retyped; config files are typed already."""
+
+    def retype(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+        if isinstance(value, list):
+            return [retype(v) for v in value]
+        if isinstance(value, dict):
+            return {k: retype(v) for k, v in value.items()}
+        return value
+
+    def apply(target: dict[str, Any], values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                apply(target[key], value)
+            else:
+                target[key] = retype(value)
+
+    apply(config, given)
+
+
+def select_run(config: dict[str, Any]) -> None:
+    """Narrow one run without editing a config file: `run_methods` keeps only those entries of `methods:` and
+    `run_benchmarks` only those benchmarks of every dataset (a config merge cannot remove keys). Names that the
+    configuration does not define are an error, so a typo never silently runs nothing."""
+    keep = config.get("run_methods")
+    if keep is not None:
+        unknown = sorted(set(keep) - set(config["methods"]))
+        if unknown:
+            raise ValueError(f"run_methods: {unknown} are not under methods: (configured: {sorted(config['methods'])})")
+        config["methods"] = {name: spec for name, spec in config["methods"].items() if name in keep}
+    keep = config.get("run_benchmarks")
+    if keep is not None:
+        known = {b for ds in config["datasets"].values() for b in ds["benchmarks"]}
+        unknown = sorted(set(keep) - known)
+        if unknown:
+            raise ValueError(f"run_benchmarks: {unknown} are not benchmarks of any dataset (configured: "
+                             f"{sorted(known)})")
+        for name, ds in config["datasets"].items():
+            ds["benchmarks"] = [b for b in ds["benchmarks"] if b in keep]
+            if not ds["benchmarks"]:
+                raise ValueError(f"run_benchmarks: leaves dataset {name} with none of its benchmarks")

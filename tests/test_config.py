@@ -13,3 +13,33 @@ def test_settings_keep_the_config_order_and_are_content_addressed(tmp_path):
     reordered = {"family_weights": {"presence": 0.24, "identify": 0.26, "compare": 0.06}}
     assert settings_file("datasets.digits", reordered, tmp_path) != path
     assert read_settings(json.dumps(section)) == section
+
+
+def test_command_line_values_get_their_yaml_types():
+    from selectbench.config import typed_command_line
+
+    config = {"seeds": [0], "datasets": {"d": {"embedded": {"seed": 0, "pool_size": 10}}}}
+    # as Snakemake's --config parser hands them over: YAML's BaseLoader keeps every scalar a string
+    typed_command_line(config, {"seeds": ["0", "1", "2"], "datasets": {"d": {"embedded": {"seed": "3"}}},
+                                "run_methods": ["random", "xmas"]})
+    assert config["seeds"] == [0, 1, 2] and config["run_methods"] == ["random", "xmas"]
+    assert config["datasets"]["d"]["embedded"] == {"seed": 3, "pool_size": 10}  # merged, not replaced
+
+
+def test_run_selection_narrows_methods_and_benchmarks_and_names_typos():
+    import pytest
+
+    from selectbench.config import select_run
+
+    base = {"methods": {"random": {}, "xmas": {"clusters": 4}, "el2n": {}},
+            "datasets": {"a": {"benchmarks": ["pope", "gqa"]}, "b": {"benchmarks": ["gqa", "mmvet"]}}}
+    import copy
+
+    config = {**copy.deepcopy(base), "run_methods": ["xmas"], "run_benchmarks": ["gqa"]}
+    select_run(config)
+    assert config["methods"] == {"xmas": {"clusters": 4}}
+    assert [ds["benchmarks"] for ds in config["datasets"].values()] == [["gqa"], ["gqa"]]
+    with pytest.raises(ValueError, match=r"run_methods: \['xmass'\] are not under methods"):
+        select_run({**base, "run_methods": ["xmass"]})
+    with pytest.raises(ValueError, match="leaves dataset b with none"):
+        select_run({**copy.deepcopy(base), "run_benchmarks": ["pope"]})
