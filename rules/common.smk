@@ -1,6 +1,8 @@
 # Shared helpers: method discovery, instance expansion, artifact paths, and the list of final outputs.
 import json
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -87,7 +89,8 @@ for _label, _inst in INSTANCES.items():
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9_-]+",
+    # the configured names only: "digits_costs.csv" must not read as a dataset called digits_costs
+    dataset="|".join(re.escape(d) for d in config["datasets"]),
     instance=r"[A-Za-z0-9_.=-]+",
     ratio=r"[0-9.]+",
     feature="|".join(FEATURES),
@@ -172,7 +175,9 @@ def final_outputs():
         if config.get("export_subsets"):
             out += [f"results/{dataset}/subsets/{i}/r{r}_s{s}.records.json"
                     for i, r, s in runs(dataset) if i != REFERENCE]
-        out += [f"results/tables/{dataset}.{ext}" for ext in ("csv", "md", "tex")]
+        out += [f"results/tables/{dataset}.{ext}" for ext in ("csv", "md", "tex", "provenance.json")]
+        out += [f"results/tables/{dataset}_comparisons.{ext}" for ext in ("csv", "md")]
+        out += [f"results/tables/{dataset}_published.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"results/plots/{dataset}_relative.{ext}" for ext in ("png", "pdf")]
     return out
 
@@ -203,6 +208,13 @@ def parts_fingerprint(section):
 def tokenizer_arg(wildcards, input):
     """--tokenizer for a job whose inputs include the dataset's tokenizer, else nothing."""
     return f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else ""
+
+
+def config_digest():
+    """sha256 of the effective configuration (every config file and --config merged), recorded with the tables."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def settings(name, section):

@@ -3,10 +3,17 @@ rule report:
     input:
         rows=eval_files,
         per_item=item_files,
+        data="results/{dataset}/data",
     output:
         table="results/tables/{dataset}.csv",
+        provenance="results/tables/{dataset}.provenance.json",
         md="results/tables/{dataset}.md",
         tex="results/tables/{dataset}.tex",
+        comparisons="results/tables/{dataset}_comparisons.csv",
+        comparisons_md="results/tables/{dataset}_comparisons.md",
+        published_md="results/tables/{dataset}_published.md",
+        published_tex="results/tables/{dataset}_published.tex",
+        published_csv="results/tables/{dataset}_published.csv",
         png="results/plots/{dataset}_relative.png",
         pdf="results/plots/{dataset}_relative.pdf",
     params:
@@ -20,6 +27,9 @@ rule report:
         bootstrap=config["report"].get("bootstrap", 1000),
         bootstrap_seed=config["report"].get("bootstrap_seed", 0),
         baseline=config["report"].get("baseline", "random"),
+        compare=lambda w: " ".join(shlex.quote(p) for p in config["report"].get("compare", [])),
+        # the whole effective config, so the tables say exactly what produced them (and follow any change to it)
+        config=lambda w: settings("config", {"sha256": config_digest(), "config": config}),
     resources:
         **rule_resources("report"),
     conda:

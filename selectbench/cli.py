@@ -15,7 +15,7 @@ from pathlib import Path
 
 from selectbench.config import read_settings
 from selectbench.data.datadir import DataDir
-from selectbench.io import atomic_write_json, atomic_write_text
+from selectbench.io import atomic_file, atomic_write_json, atomic_write_text
 
 
 def cmd_prepare(a) -> None:
@@ -122,10 +122,23 @@ def cmd_evaluate(a) -> None:
         logging.info("%s %s = %.2f", r["benchmark"], r["metric"], r["value"])
 
 
+def report_provenance(a, summary: list[dict]) -> dict:
+    """What a dataset's tables record about their making: code, config digest (and the config), pool sha256,
+    libraries, machine, each benchmark's protocol and the bootstrap's settings."""
+    from selectbench.versions import provenance
+
+    pool = json.loads(Path(a.manifest).read_text()).get("pool_sha256") if a.manifest else None
+    return provenance(dataset=a.dataset, config_sha256=(a.config or {}).get("sha256"), pool_sha256=pool,
+                      protocols=summary[0]["protocols"] if summary else {},
+                      bootstrap={"replicates": a.bootstrap, "seed": a.bootstrap_seed},
+                      config=(a.config or {}).get("config"))
+
+
 def cmd_report(a) -> None:
     from selectbench.report.plots import plot_relative
     from selectbench.report.tables import (
-        attach_comparisons, attach_intervals, read_published, read_rows, summarise, to_latex, to_markdown, write_long,
+        attach_comparisons, attach_intervals, comparisons_frame, comparisons_markdown, parse_pair, read_published,
+        read_rows, summarise, to_latex, to_markdown, write_long,
     )
 
     from selectbench.report.intervals import ItemTable, Replicates, row_intervals
@@ -134,6 +147,7 @@ def cmd_report(a) -> None:
     out = Path(a.tables)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows, a.reference, a.benchmarks, a.chance_margin)
+    prov = report_provenance(a, summary)
     intervals = {}
     if a.items:
         # one item draw for the rows' intervals, the cells' intervals and the paired comparisons
@@ -141,13 +155,23 @@ def cmd_report(a) -> None:
         intervals = row_intervals(boot, rows)
         attach_intervals(summary, boot, a.reference, a.benchmarks)
         if a.baseline and any(e["method"] == a.baseline for e in summary):
-            attach_comparisons(summary, boot, a.baseline)
+            attach_comparisons(summary, boot, a.baseline, reference=a.reference,
+                               requested=[parse_pair(p) for p in a.compare])
     write_long(rows, out / f"{a.dataset}.csv", intervals)
+    atomic_write_json(out / f"{a.dataset}.provenance.json", prov, indent=1)
+    with atomic_file(out / f"{a.dataset}_comparisons.csv") as tmp:
+        comparisons_frame(summary).to_csv(tmp, index=False)
+    atomic_write_text(out / f"{a.dataset}_comparisons.md", comparisons_markdown(summary, a.dataset))
+    if a.published:  # the published figures beside, never mixed into, the suite's (a note where there are none)
+        from selectbench.report.published import write_published
+
+        write_published(summary, Path(a.published), a.dataset, a.benchmarks, out / f"{a.dataset}_published")
     published = read_published(Path(a.published), a.dataset) if a.published else {}
     task_aware = set(a.task_aware)
     atomic_write_text(out / f"{a.dataset}.md", to_markdown(summary, a.benchmarks, a.dataset, published,
-                                                           task_aware=task_aware))
-    atomic_write_text(out / f"{a.dataset}.tex", to_latex(summary, a.benchmarks, a.dataset, task_aware=task_aware))
+                                                           task_aware=task_aware, provenance=prov))
+    atomic_write_text(out / f"{a.dataset}.tex", to_latex(summary, a.benchmarks, a.dataset, task_aware=task_aware,
+                                                         provenance=prov))
     plot_relative(summary, a.reference, a.dataset, Path(a.plots) / f"{a.dataset}_relative", published)
 
 
@@ -208,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         ("--benchmarks", {"nargs": "+", **req}), ("--tables", req), ("--plots", req), ("--published", {}),
         ("--chance-margin", {"type": float, "default": None}), ("--task-aware", {"nargs": "*", "default": []}),
         ("--items", {"nargs": "*", "default": []}), ("--bootstrap", {"type": int, "default": 1000}),
-        ("--bootstrap-seed", {"type": int, "default": 0}), ("--baseline", {"default": "random"}))
+        ("--bootstrap-seed", {"type": int, "default": 0}), ("--baseline", {"default": "random"}),
+        ("--compare", {"nargs": "*", "default": []}), ("--config", {"type": read_settings, "default": None}),
+        ("--manifest", {"default": None}))
     add("costs", cmd_costs, ("--table", req), ("--plan", js), ("--records", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--chance-margin", {"type": float, "default": None}),
         ("--tables", req), ("--plots", req))

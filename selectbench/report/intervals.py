@@ -190,29 +190,68 @@ def _p_value(draws: np.ndarray, n_items: int) -> float:
     return float(2 * t.sf(abs(float(np.mean(draws))) / sd, df=max(1, n_items - 1)))
 
 
+RELATIVE = "Rel. %"  # the key of a pair's Rel. % difference beside its benchmarks
+
+
 def paired_differences(boot: Replicates, pairs: list[tuple[tuple[str, float, list[int]], tuple[str, float, list[int]]]],
-                       primary: dict[str, str], level: float = 0.95) -> dict[tuple[str, float, str, float], dict]:
+                       primary: dict[str, str], level: float = 0.95,
+                       relative: tuple[str, float, list[int], list[str]] | None = None
+                       ) -> dict[tuple[str, float, str, float], dict]:
     """For each pair (a, b) of cells scored on the same items: per benchmark, the difference a − b of the primary
     metric (mean over seeds) with its paired bootstrap interval and p-value (the same item draws for both, seeds
-    resampled for each)."""
+    resampled for each). With relative = (full-data method, ratio, seeds, benchmarks Rel. % is taken over), also
+    the difference of Rel. % under the key RELATIVE, the full-data model drawn on the same items as both."""
     table, rng = boot.table, boot.rng(2)
     out = {}
     for (ma, ra, sa), (mb, rb, sb) in pairs:
         result = {}
         pick_a = rng.integers(0, len(sa), size=(boot.reps, len(sa)))
         pick_b = rng.integers(0, len(sb), size=(boot.reps, len(sb)))
+        draws = {}
         for bench, metric in primary.items():
             if bench not in table.items or not (table.has(ma, ra, sa, bench, metric)
                                                 and table.has(mb, rb, sb, bench, metric)):
                 continue
-            d = (_over_seeds(boot, ma, ra, sa, bench, metric, pick_a)
-                 - _over_seeds(boot, mb, rb, sb, bench, metric, pick_b))
+            a = _over_seeds(boot, ma, ra, sa, bench, metric, pick_a)
+            b = _over_seeds(boot, mb, rb, sb, bench, metric, pick_b)
+            draws[bench] = (a, b)
             point = (np.mean([table.point(ma, ra, s, bench, metric) for s in sa])
                      - np.mean([table.point(mb, rb, s, bench, metric) for s in sb]))
-            result[bench] = {"difference": float(point), "interval": _percentile(d, level),
-                             "p": _p_value(d, boot.n_items(bench))}
+            result[bench] = {"difference": float(point), "interval": _percentile(a - b, level),
+                             "p": _p_value(a - b, boot.n_items(bench))}
+        if relative is not None:
+            diff = _relative_difference(boot, (ma, ra, sa), (mb, rb, sb), draws, primary, relative, rng, level)
+            if diff is not None:
+                result[RELATIVE] = diff
         out[(ma, ra, mb, rb)] = result
     return out
+
+
+def _relative_difference(boot: Replicates, a: tuple[str, float, list[int]], b: tuple[str, float, list[int]],
+                         draws: dict[str, tuple[np.ndarray, np.ndarray]], primary: dict[str, str],
+                         relative: tuple[str, float, list[int], list[str]], rng: np.random.Generator,
+                         level: float) -> dict | None:
+    """Rel. %(a) − Rel. %(b) = mean over benchmarks of 100 × (a − b) / full, on the same draws; None where a
+    benchmark lacks per-item scores or a draw of the full-data model is 0 (Rel. % undefined there)."""
+    method, ratio, seeds, over = relative
+    table = boot.table
+    if not over or any(bench not in draws or not table.has(method, ratio, seeds, bench, primary[bench])
+                       for bench in over):
+        return None
+    pick = rng.integers(0, len(seeds), size=(boot.reps, len(seeds)))
+    diff, point = np.zeros(boot.reps), 0.0
+    for bench in over:
+        full = _over_seeds(boot, method, ratio, seeds, bench, primary[bench], pick)
+        if (full <= 0).any():
+            return None
+        diff += 100 * (draws[bench][0] - draws[bench][1]) / full
+        point += 100 * (np.mean([table.point(a[0], a[1], s, bench, primary[bench]) for s in a[2]])
+                        - np.mean([table.point(b[0], b[1], s, bench, primary[bench]) for s in b[2]])) / np.mean(
+            [table.point(method, ratio, s, bench, primary[bench]) for s in seeds])
+    diff /= len(over)
+    # the smallest evaluation set sets the degrees of freedom: the conservative reading of a mean over benchmarks
+    return {"difference": float(point / len(over)), "interval": _percentile(diff, level),
+            "p": _p_value(diff, min(boot.n_items(bench) for bench in over))}
 
 
 def holm(p_values: dict, alpha: float = 0.05) -> set:

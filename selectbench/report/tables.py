@@ -155,7 +155,7 @@ def _fmt(ms: tuple[float, float | None] | None, tex: bool = False,
     return f"{m:.1f} $\\pm$ {s:.1f}" if tex else f"{m:.1f} ± {s:.1f}"
 
 
-def _mark(entry: dict, bench: str, tex: bool = False) -> str:
+def _mark(entry: dict, bench: str = "Rel. %", tex: bool = False) -> str:
     mark = entry.get("marks", {}).get(bench)
     if not mark:
         return ""
@@ -172,8 +172,18 @@ def _ci(entry: dict, bench: str | None = None) -> tuple[float, float] | None:
 TASK_AWARE_NOTE = "task-aware: uses evaluation-task validation examples (not a task-agnostic selection)"
 
 
+def provenance_text(prov: dict) -> str:
+    """One line: which code, config, pool, libraries and machine made the table (the full record is the
+    <dataset>.provenance.json beside it)."""
+    short = lambda digest: (digest or "not recorded")[:12]  # noqa: E731
+    libraries = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items()
+                          if k in ("python", "torch", "transformers", "peft", "lmms-eval") and v != "not installed")
+    return (f"code {prov.get('code')}; config sha256 {short(prov.get('config_sha256'))}; pool sha256 "
+            f"{short(prov.get('pool_sha256'))}; {libraries}; machine {prov.get('machine')}")
+
+
 def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, published: dict | None = None,
-                task_aware: Collection[str] = ()) -> str:
+                task_aware: Collection[str] = (), provenance: dict | None = None) -> str:
     """task_aware: method labels whose selection used evaluation-task data; marked † with a footnote."""
     proto = _protocols(summary, benchmarks)
     head = ["method", "ratio", "seeds"] + [f"{b} ({scoring(b, proto[b]).primary})" for b in benchmarks] + ["Rel. %"]
@@ -183,7 +193,7 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     for e in summary:
         cells = [e["method"] + (" †" if e["method"] in task_aware else ""), f"{e['ratio']:g}", str(len(e["seeds"]))]
         cells += [_fmt(e["benchmarks"][b], ci=_ci(e, b)) + _mark(e, b) for b in benchmarks]
-        cells.append(_fmt(e["relative"], ci=_ci(e)))
+        cells.append(_fmt(e["relative"], ci=_ci(e)) + _mark(e))
         if published:
             value = published.get((e["method"], e["ratio"]))
             cells.append("—" if value is None else f"{value:.1f}")
@@ -203,8 +213,8 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
     comparisons = summary[0].get("comparisons") if summary else None
     if comparisons:
         lines += ["", f"{WIN} / {LOSS}: better / worse than {comparisons['baseline']} at the same ratio on that "
-                      f"benchmark (paired bootstrap over the same items and seeds; Holm-corrected across the "
-                      f"table's {comparisons['tests']} comparisons, family-wise {comparisons['alpha']:g}). Smallest "
+                      "benchmark or on Rel. % (paired bootstrap over the same items and seeds; Holm-corrected "
+                      f"across the table's {comparisons['tests']} comparisons, family-wise {comparisons['alpha']:g}). Smallest "
                       "difference these items and seeds could detect (median half-width of the paired 95% "
                       "intervals): " + ", ".join(f"{b} {w:.1f}" for b, w in comparisons["detectable"].items())
                       + " points."]
@@ -215,13 +225,16 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
               "benchmarks of 100 × subset / full data. Chance levels: "
               + "; ".join(f"{b}: {scoring(b, proto[b]).chance or 'n/a'}" for b in benchmarks) + "."]
     lines += ["", "**Protocol** — " + protocol_text(proto)]
+    if provenance:
+        lines += ["", f"**Made by** — {provenance_text(provenance)} (all of it: `{dataset}.provenance.json`)."]
     if published:
         lines += ["", ("Published Rel. % is the paper's, under its own protocol (LLaVA's evaluation scripts, VQAv2 "
                        "test-dev, MMBench test); it is shown beside, never mixed into, the numbers measured here.")]
     return "\n".join(lines) + "\n"
 
 
-def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_aware: Collection[str] = ()) -> str:
+def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_aware: Collection[str] = (),
+             provenance: dict | None = None) -> str:
     cols = "ll" + "r" * (len(benchmarks) + 1)
     head = ["Method", "Ratio"] + [b.replace("_", "\\_") for b in benchmarks] + ["Rel.\\,\\%"]
     spread = "mean [95% bootstrap interval]" if any(e.get("ci") for e in summary) else "mean $\\pm$ std over seeds"
@@ -231,7 +244,7 @@ def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_awar
         cells = [e["method"].replace("_", "\\_") + ("$^\\dagger$" if e["method"] in task_aware else ""),
                  f"{e['ratio']:g}"]
         cells += [_fmt(e["benchmarks"][b], tex=True, ci=_ci(e, b)) + _mark(e, b, tex=True) for b in benchmarks]
-        cells.append(_fmt(e["relative"], tex=True, ci=_ci(e)))
+        cells.append(_fmt(e["relative"], tex=True, ci=_ci(e)) + _mark(e, tex=True))
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     text = protocol_text(_protocols(summary, benchmarks))
@@ -249,6 +262,8 @@ def to_latex(summary: list[dict], benchmarks: list[str], dataset: str, task_awar
     excluded = sorted({x for e in summary for x in e.get("relative_excluded", [])})
     if excluded:
         lines.append("% Rel. leaves out benchmarks the full-data model did not learn: " + "; ".join(excluded))
+    if provenance:
+        lines.append(f"% made by: {provenance_text(provenance)}")
     return "\n".join(lines) + "\n"
 
 
@@ -306,39 +321,94 @@ def attach_intervals(summary: list[dict], items, reference: str, benchmarks: lis
 WIN, LOSS = "▲", "▼"
 
 
+def parse_pair(text: str) -> tuple[str, float, str, float]:
+    """A requested comparison, "method@ratio vs method@ratio" (report.compare in the config)."""
+    try:
+        left, right = (side.strip().split("@") for side in text.split(" vs "))
+        return left[0], float(left[1]), right[0], float(right[1])
+    except (ValueError, IndexError):
+        raise ValueError(f"report.compare: {text!r} is not 'method@ratio vs method@ratio'") from None
+
+
 def attach_comparisons(summary: list[dict], items, baseline: str, reps: int = 1000, seed: int = 0,
-                       alpha: float = 0.05) -> None:
-    """Each entry against the baseline method at the same ratio, per benchmark: a paired bootstrap over the same
-    items (and seeds), Holm-corrected across the whole table. entry["marks"][bench] is WIN or LOSS where the
-    difference is significant; summary[0]["detectable"][bench] is the median half-width of the paired 95%
-    intervals (differences smaller than that could not be told from 0 with these items and seeds)."""
+                       alpha: float = 0.05, reference: str | None = None,
+                       requested: Iterable[tuple[str, float, str, float]] = ()) -> None:
+    """Each entry against the baseline method at the same ratio, and each requested pair (a, b), per benchmark
+    and on Rel. % (with the full-data reference): a paired bootstrap over the same items (and seeds),
+    Holm-corrected across all of them. entry["marks"][bench or RELATIVE] is WIN or LOSS where the difference from
+    the baseline is significant; summary[0]["comparisons"] holds every comparison ("rows") and, per benchmark, the
+    median half-width of the paired 95% intervals ("detectable": differences smaller than that could not be told
+    from 0 with these items and seeds)."""
     from statistics import median
 
-    from selectbench.report.intervals import holm, paired_differences
+    from selectbench.report.intervals import RELATIVE, holm, paired_differences
 
     boot = replicates(items, reps, seed)
     primary = {b: scoring(b, proto).primary for b, proto in summary[0]["protocols"].items()}
+    cells = {(e["method"], float(e["ratio"])): e for e in summary}
     base = {e["ratio"]: e for e in summary if e["method"] == baseline}
-    pairs, entries = [], {}
+    wanted: dict[tuple, bool] = {}  # (a, b) → requested by the user (else: against the baseline)
     for e in summary:
         other = base.get(e["ratio"])
-        if other is None or e is other or e["method"] == baseline:
-            continue
-        key = (e["method"], float(e["ratio"]), other["method"], float(other["ratio"]))
-        entries[key] = e
-        pairs.append(((e["method"], float(e["ratio"]), [int(s) for s in e["seeds"]]),
-                      (other["method"], float(other["ratio"]), [int(s) for s in other["seeds"]])))
-    results = paired_differences(boot, pairs, primary)
+        if other is not None and e["method"] != baseline:
+            wanted[(e["method"], float(e["ratio"]), baseline, float(e["ratio"]))] = False
+    for ma, ra, mb, rb in requested:
+        for m, r in ((ma, ra), (mb, rb)):
+            if (m, float(r)) not in cells:
+                raise ValueError(f"report.compare: no results for {m} at ratio {r:g} (have: "
+                                 f"{', '.join(f'{k[0]}@{k[1]:g}' for k in cells)})")
+        wanted.setdefault((ma, float(ra), mb, float(rb)), True)
+    pairs = [((ma, ra, cells[(ma, ra)]["seeds"]), (mb, rb, cells[(mb, rb)]["seeds"])) for ma, ra, mb, rb in wanted]
+    relative = None
+    if reference is not None and reference in {e["method"] for e in summary}:
+        ref = next(e for e in summary if e["method"] == reference)
+        relative = (reference, float(ref["ratio"]), [int(s) for s in ref["seeds"]], ref["relative_over"])
+    results = paired_differences(boot, pairs, primary, relative=relative)
     tests = {(key, bench): r["p"] for key, per in results.items() for bench, r in per.items()}
     significant = holm(tests, alpha)
+    for e in summary:
+        e["marks"] = {}
+    rows = []
     for key, per in results.items():
-        entries[key]["marks"] = {bench: (WIN if r["difference"] > 0 else LOSS)
-                                 for bench, r in per.items() if (key, bench) in significant}
+        for bench, r in per.items():
+            won = (key, bench) in significant
+            if won and not wanted[key]:
+                cells[key[:2]]["marks"][bench] = WIN if r["difference"] > 0 else LOSS
+            rows.append({"a": key[0], "a_ratio": key[1], "b": key[2], "b_ratio": key[3], "benchmark": bench,
+                         "difference": r["difference"], "ci_low": r["interval"][0], "ci_high": r["interval"][1],
+                         "p": r["p"], "significant": won, "requested": wanted[key]})
     widths = defaultdict(list)
     for per in results.values():
         for bench, r in per.items():
-            widths[bench].append((r["interval"][1] - r["interval"][0]) / 2)
-    for e in summary:
-        e.setdefault("marks", {})
-    summary[0]["comparisons"] = {"baseline": baseline, "tests": len(tests), "alpha": alpha,
+            if bench != RELATIVE:
+                widths[bench].append((r["interval"][1] - r["interval"][0]) / 2)
+    summary[0]["comparisons"] = {"baseline": baseline, "tests": len(tests), "alpha": alpha, "rows": rows,
                                  "detectable": {b: median(w) for b, w in widths.items()}}
+
+
+COMPARISON_COLUMNS = ["a", "a_ratio", "b", "b_ratio", "benchmark", "difference", "ci_low", "ci_high", "p",
+                      "significant", "requested"]
+
+
+def comparisons_frame(summary: list[dict]) -> pd.DataFrame:
+    """Every paired comparison of the table (against the baseline, and the requested ones): difference a − b of
+    the primary metric or of Rel. %, its paired 95% interval, p-value, and whether it survives Holm's correction."""
+    rows = (summary[0].get("comparisons") or {}).get("rows", []) if summary else []
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def comparisons_markdown(summary: list[dict], dataset: str) -> str:
+    frame = comparisons_frame(summary)
+    info = summary[0].get("comparisons") if summary else None
+    if info is None or frame.empty:
+        return f"### {dataset}: paired comparisons\n\nNo comparisons: no per-item scores or no baseline rows.\n"
+    lines = [f"### {dataset}: paired comparisons", "",
+             "| a | b | benchmark | a − b | 95% interval | p | Holm |", "|---|---|---|---|---|---|---|"]
+    for r in frame.itertuples():
+        lines.append(f"| {r.a}@{r.a_ratio:g} | {r.b}@{r.b_ratio:g}{' (requested)' if r.requested else ''} | "
+                     f"{r.benchmark} | {r.difference:+.1f} | [{r.ci_low:.1f}, {r.ci_high:.1f}] | {r.p:.3g} | "
+                     f"{'significant' if r.significant else '—'} |")
+    lines += ["", f"Paired bootstrap over the same evaluation items (and seeds); Holm's correction across all "
+                  f"{info['tests']} comparisons, family-wise {info['alpha']:g}. Rel. % differences are taken with "
+                  "the full-data model drawn on the same items."]
+    return "\n".join(lines) + "\n"

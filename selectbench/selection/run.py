@@ -13,7 +13,7 @@ from selectbench.features.sharding import save_npz
 from selectbench.io import atomic_write_json
 from selectbench.selection.base import Context, Selection, subset_size
 from selectbench.selection.registry import Instance, discover
-from selectbench.versions import package_versions
+from selectbench.versions import provenance
 
 
 def _context(data: DataDir, dataset: str, instance: Instance, artifacts: dict[str, str], threads: int) -> Context:
@@ -41,7 +41,7 @@ def score(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instanc
     _write_json(out.with_suffix(".meta.json"), {
         "method": instance.method, "instance": instance.label, "parameters": instance.param_dict,
         "dataset": dataset, "pool_sha256": data.pool_hash(), "score_seconds": elapsed,
-        "arrays": sorted(arrays), "versions": package_versions()})
+        "arrays": sorted(arrays), **provenance()})
 
 
 def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instance: Instance, scores_path: Path, ratio: float,
@@ -69,7 +69,7 @@ def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instan
             "ratio": ratio, "seed": seed, "size": n, "pool_size": ctx.size, "dataset": dataset,
             "pool_sha256": data.pool_hash(), "select_seconds": elapsed,
             "text_only": int(sum("image" not in data.pool[r] for r in rows)), "details": details,
-            "versions": package_versions()}
+            **provenance()}
     _write_json(out.with_suffix(".meta.json"), meta)
     _write_json(out, {"ids": [data.pool[r]["id"] for r in rows], "rows": rows.tolist()})
     return meta

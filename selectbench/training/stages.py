@@ -89,6 +89,9 @@ def publish(model, tokenizer, processor, out_dir: Path, summary: dict, template:
         return summary
     with atomic_dir(out_dir / "model") as tmp:
         save_model(model.to(weights_dtype(model_cfg)), tokenizer, processor, tmp, template.chat_template())
+    from selectbench.versions import provenance
+
+    summary = {**summary, "provenance": provenance()}
     atomic_write_text(out_dir / "train_summary.json", json.dumps(summary, indent=1))
     return summary
 

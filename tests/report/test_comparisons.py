@@ -62,3 +62,38 @@ def test_null_replicates_rarely_mark_anything():
         tables_marked += bool(rejected)
     assert marks / comparisons <= 0.05
     assert tables_marked / 200 <= 0.05 + 2 * (0.05 * 0.95 / 200) ** 0.5
+
+
+def test_relative_and_requested_pairs_are_compared_in_the_same_family():
+    from selectbench.report.intervals import RELATIVE
+    from selectbench.report.tables import comparisons_frame, comparisons_markdown, parse_pair
+
+    rng = np.random.default_rng(3)
+    items, rows = _runs(rng, {"full": 0.8, "random": 0.5, "better": 0.7, "same": 0.5}, n_items=400)
+    summary = _table(items, rows)
+    attach_comparisons(summary, items, "random", reps=400, seed=1, reference="full",
+                       requested=[parse_pair("better@0.1 vs same@0.1")])
+    marks = {e["method"]: e["marks"] for e in summary}
+    assert marks["better"][RELATIVE] == WIN and RELATIVE not in marks["same"]
+    frame = comparisons_frame(summary)
+    requested = frame[frame["requested"]]
+    assert set(requested["benchmark"]) == {*BENCHES, RELATIVE} and requested["significant"].all()
+    rel = frame[(frame["a"] == "better") & (frame["b"] == "random") & (frame["benchmark"] == RELATIVE)].iloc[0]
+    assert rel.ci_low < 100 * (0.7 - 0.5) / 0.8 < rel.ci_high  # Rel. % points: 25 planted
+    assert summary[0]["comparisons"]["tests"] == len(frame) == 3 * 4  # 2 vs random + 1 requested, 3 benches + Rel.
+    assert "better@0.1 | same@0.1 (requested)" in comparisons_markdown(summary, "d")
+    md = to_markdown(summary, list(BENCHES), "d")
+    assert md.split("\n")[[i for i, line in enumerate(md.split("\n")) if "| better |" in line][0]].endswith(f"{WIN} |")
+
+
+def test_a_requested_pair_must_name_cells_of_the_table():
+    import pytest
+
+    from selectbench.report.tables import parse_pair
+
+    items, rows = _runs(np.random.default_rng(0), {"full": 0.8, "random": 0.5}, n_items=20)
+    summary = _table(items, rows)
+    with pytest.raises(ValueError, match="no results for xmas at ratio 0.1"):
+        attach_comparisons(summary, items, "random", reps=100, requested=[("xmas", 0.1, "random", 0.1)])
+    with pytest.raises(ValueError, match="not 'method@ratio vs method@ratio'"):
+        parse_pair("xmas vs random")
