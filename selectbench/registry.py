@@ -23,6 +23,7 @@ SEAMS: dict[str, dict[str, str]] = {
         "llava": "selectbench.data.prepare:llava665k",  # any LLaVA-format file reads as LLaVA-665k
         "vision_flan": "selectbench.data.prepare:vision_flan",
         "embedded": "selectbench.embedded.dataset:generate",
+        "embedded_vision_flan": "selectbench.embedded.vision_flan:generate",  # digits, read as Vision-Flan
     },
     "builder": {
         "pretrained": "selectbench.training.stages:pretrained_base",
@@ -43,6 +44,7 @@ NEEDS_TOKENIZER = {("builder", "digits_recipe"), ("clip_builder", "digits_recipe
 # Entries whose config section has a schema of its own, checked when the DAG is planned: "package:file#definition".
 SCHEMAS = {
     ("source", "embedded"): "selectbench.embedded:schema.yaml#dataset",
+    ("source", "embedded_vision_flan"): "selectbench.embedded:schema.yaml#vision_flan",
     ("builder", "digits_recipe"): "selectbench.embedded:schema.yaml#recipe",
     ("clip_builder", "digits_recipe"): "selectbench.embedded:schema.yaml#clip",
 }

@@ -30,6 +30,7 @@ def _merge(base: dict, new: dict) -> None:
 
 TINY = ROOT / "tests" / "tiny.yaml"
 TINY_RECIPE = ROOT / "tests" / "tiny_recipe.yaml"
+TINY_VISION_FLAN = ROOT / "tests" / "tiny_vision_flan.yaml"  # a dataset in Vision-Flan's layout
 
 
 @pytest.fixture(scope="session")

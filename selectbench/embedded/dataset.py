@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
@@ -20,8 +20,9 @@ from selectbench.embedded.scenes import (
 )
 
 class _ImageWriter:
-    """Renders scenes to PNG files under images/<split>/ and returns their paths relative to the image root;
-    keeps a digest of every image's pixels (so later splits can avoid repeating one)."""
+    """Renders scenes to PNG files under images/<split>/ (the root itself for split "") and returns their paths
+    relative to the image root; keeps a digest of every image's pixels (so later splits can avoid repeating one).
+    A prefix starts the file name: Vision-Flan names every image after its task."""
 
     def __init__(self, root: Path, split: str, bank: DigitBank):
         self.root, self.split, self.bank = root, split, bank
@@ -29,11 +30,11 @@ class _ImageWriter:
         self.count = 0
         self.digests: set[str] = set()
 
-    def __call__(self, scene: Scene) -> str:
-        return self.save(render(scene, self.bank))
+    def __call__(self, scene: Scene, prefix: str = "") -> str:
+        return self.save(render(scene, self.bank), prefix)
 
-    def save(self, pixels: np.ndarray) -> str:
-        rel = f"{self.split}/{self.count:06d}.png"
+    def save(self, pixels: np.ndarray, prefix: str = "") -> str:
+        rel = str(PurePosixPath(self.split, f"{prefix}{self.count:06d}.png"))
         Image.fromarray(pixels).save(self.root / rel)
         self.digests.add(_digest(pixels))
         self.count += 1
@@ -57,7 +58,7 @@ def _digest(pixels: np.ndarray) -> str:
     return hashlib.sha256(pixels.tobytes()).hexdigest()
 
 
-def _scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
+def scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
     n = int(rng.integers(2, 6))
     if family == "reading":
         return random_scene(rng, bank, max(n, 3), full_row=int(rng.integers(3)))
@@ -66,11 +67,16 @@ def _scene_for(family: str, rng: np.random.Generator, bank: DigitBank) -> Scene:
     return random_scene(rng, bank, n)
 
 
-def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWriter) -> list[dict]:
-    """The instruction-tuning pool in LLaVA-665k's format, with uneven and redundant family proportions."""
+def family_distribution(cfg: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+    """The families of family_weights in the config's order (draws depend on it) and their probabilities."""
     families = list(cfg["family_weights"])
     weights = np.array([cfg["family_weights"][f] for f in families], dtype=np.float64)
-    weights /= weights.sum()
+    return families, weights / weights.sum()
+
+
+def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWriter) -> list[dict]:
+    """The instruction-tuning pool in LLaVA-665k's format, with uneven and redundant family proportions."""
+    families, weights = family_distribution(cfg)
     records: list[dict] = []
     for i in tqdm(range(cfg["pool_size"]), desc="pool", mininterval=2):
         rid = f"digits-{i:06d}"
@@ -85,7 +91,7 @@ def build_pool(cfg: dict[str, Any], rng: np.random.Generator, images: _ImageWrit
                             "family": "text_only"})
             continue
         family = str(rng.choice(families, p=weights))
-        scene = _scene_for(family, rng, images.bank)
+        scene = scene_for(family, rng, images.bank)
         # Like LLaVA-665k's VQA sources, several questions about one image are packed into one record.
         low, high = cfg.get("questions_per_record", {}).get(family, [1, 1])
         turns = _distinct([Q.ask(family, rng, scene) for _ in range(int(rng.integers(low, high + 1)))])
@@ -311,19 +317,29 @@ def build_validation(benchmark: str, size: int, rng: np.random.Generator, bank: 
     return records
 
 
+# (settings, the dataset's RNG, image root, training digits) -> pool records, images written under the root
+PoolBuilder = Callable[[dict[str, Any], np.random.Generator, Path, DigitBank], list[dict]]
+
+
+def llava_pool(cfg: dict[str, Any], rng: np.random.Generator, image_root: Path, bank: DigitBank) -> list[dict]:
+    """The embedded source's pool: LLaVA-665k's format, images under images/pool/."""
+    return build_pool(cfg, rng, _ImageWriter(image_root, "pool", bank))
+
+
 def generate(dataset_cfg: dict[str, Any], tmp: Path) -> tuple[dict, None]:
-    """The "embedded" data source (selectbench.data.prepare.SOURCES): the dataset generated under tmp."""
+    """The "embedded" data source (selectbench.registry): the dataset generated under tmp."""
     return write_embedded(tmp, dataset_cfg["embedded"], dataset_cfg["benchmarks"]), None
 
 
-def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) -> dict:
-    """Write pool.json, captions.json, eval/<benchmark>.json, task_validation/<benchmark>.json and images/
-    under out_dir; return the manifest."""
+def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str],
+                   pool_builder: PoolBuilder = llava_pool) -> dict:
+    """Write pool.json (its records made by pool_builder), captions.json, eval/<benchmark>.json,
+    task_validation/<benchmark>.json and images/ under out_dir; return the manifest (prepare writes it)."""
     out_dir = Path(out_dir)
     train_bank, held_out_bank = load_digit_banks(cfg["holdout_fraction"], cfg["seed"])
     image_root = out_dir / "images"
     rng = np.random.default_rng(cfg["seed"])
-    pool = build_pool(cfg, rng, _ImageWriter(image_root, "pool", train_bank))
+    pool = pool_builder(cfg, rng, image_root, train_bank)
     captions, cells = build_captions(cfg["caption_size"], rng, _ImageWriter(image_root, "captions", train_bank))
     (out_dir / "eval").mkdir(parents=True, exist_ok=True)
     eval_writer = _ImageWriter(image_root, "eval", held_out_bank)
@@ -340,7 +356,6 @@ def write_embedded(out_dir: Path, cfg: dict[str, Any], benchmarks: list[str]) ->
     manifest = {"source": "embedded", "pool": "pool.json", "captions": "captions.json", "image_root": "images",
                 "vision_pretrain": "vision_pretrain.json", "scene_corpus": scene_corpus,
                 "eval": eval_files, "task_validation": validation_files, "positions": list(POSITIONS)}
-    _dump(out_dir / "manifest.json", manifest)
     return manifest
 
 
