@@ -47,9 +47,11 @@ localrules:
     export_subset,
     feature_gather,
     report,
+    costs,
 
 
 rule all:
     input:
         final_outputs(),
+        cost_outputs(),
     default_target: True

@@ -224,3 +224,62 @@ def settings(name, section):
 
 def model_config(role):
     return settings(f"models.{role}", config["models"][role])
+
+
+def _job(name, rule):
+    """A job of the cost plan: its benchmark record's name (results/benchmarks/<dataset>/<name>.tsv), its rule and
+    the GPUs that rule asks for (0 where the config's resources request none, as on a laptop)."""
+    return {"job": name, "rule": rule, "gpus": int(cluster.resource_spec(RESOURCES, rule).get("gpu", 0))}
+
+
+def _base_jobs(role):
+    tokenizer = [_job("tokenizer", "tokenizer")] if registry.needs_tokenizer(
+        "builder", config["models"][role].get("builder")) else []
+    return tokenizer + [_job(f"base_{role}", "base_model")]
+
+
+def _artifact_jobs(name, label):
+    """Every job that produces a shared artifact or feature an instance requires, its own inputs first."""
+    if name in FEATURES:
+        spec = spec_label(feature_spec(label, name))
+        n = config["features"]["shards"]
+        return ([j for need in FEATURES[name].requires for j in _artifact_jobs(need, label)]
+                + [_job(f"feature_{name}_{spec}_shard{i}-of-{n}", "feature_shard") for i in range(n)]
+                + [_job(f"feature_{name}_{spec}_gather", "feature_gather")])
+    clip_tokenizer = registry.needs_tokenizer("clip_builder", config["clip"].get("builder"))
+    return {
+        "pool": [],  # prepared for every run, the full-data training included: not a selection cost
+        "proxy_checkpoints": _base_jobs("proxy") + [_job("proxy_finetune", "proxy_finetune")],
+        "clip_model": ([_job("tokenizer", "tokenizer")] if clip_tokenizer else []) + [_job("clip_model", "clip_model")],
+        "gradient_warmup": _base_jobs("proxy") + [_job("gradient_warmup", "gradient_warmup")],
+    }[name]
+
+
+def cost_plan(dataset):
+    """Which job records make up each instance's cost (selectbench.report.costs): the shared jobs its scoring
+    needs (each counted in full for every instance that needs it, once per instance), its score, and per ratio
+    and seed its select, target training and evaluation; "common" jobs serve every run alike."""
+    common = [_job("prepare_data", "prepare_data"), *_base_jobs("target")]
+    jobs = [{**j, "stage": "common"} for j in common]
+    for label, inst in INSTANCES.items():
+        shared = {}
+        for name in AVAILABLE[inst.method].requires:
+            shared.update({j["job"]: j for j in _artifact_jobs(name, label)})
+        for j in common:
+            shared.pop(j["job"], None)
+        jobs += [{**j, "stage": "shared", "instance": label} for j in shared.values()]
+        jobs.append({**_job(f"score_{label}", "score"), "stage": "score", "instance": label})
+        for i, r, s in runs(dataset):
+            if i == label:
+                run = {"instance": label, "ratio": float(r), "seed": int(s)}
+                jobs += [{**_job(f"select_{label}_r{r}_s{s}", "select"), "stage": "select", **run},
+                         {**_job(f"train_target_{label}_r{r}_s{s}", "train_target"), "stage": "train", **run},
+                         {**_job(f"evaluate_{label}_r{r}_s{s}", "evaluate"), "stage": "evaluate", **run}]
+    return {"dataset": dataset, "reference": REFERENCE, "jobs": jobs}
+
+
+def cost_outputs():
+    """Every dataset's cost table and plot (rule costs)."""
+    return [path for dataset in config["datasets"]
+            for path in (f"results/tables/{dataset}_costs.csv", f"results/tables/{dataset}_costs.md",
+                         f"results/plots/{dataset}_cost.png", f"results/plots/{dataset}_cost.pdf")]

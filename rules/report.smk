@@ -45,3 +45,40 @@ rule report:
         " --items {input.per_item} --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
         " --baseline {params.baseline}"
         " > {log} 2>&1"
+
+
+rule costs:
+    """Compute of each method instance (shared work, scoring, selection, subset training) from the jobs' own
+    benchmark records, against the Rel. % it buys: after the dataset's report, when every job has run."""
+    input:
+        table="results/tables/{dataset}.csv",
+    output:
+        csv="results/tables/{dataset}_costs.csv",
+        md=report("results/tables/{dataset}_costs.md", caption="../report/costs.rst", category="Tables",
+                  labels={"dataset": "{dataset}", "table": "cost per method"}),
+        png=report("results/plots/{dataset}_cost.png", caption="../report/costs.rst", category="Plots",
+                   labels={"dataset": "{dataset}", "plot": "Rel. % vs cost"}),
+        pdf="results/plots/{dataset}_cost.pdf",
+    params:
+        plan=lambda w: settings(f"costs.{w.dataset}", cost_plan(w.dataset)),
+        records=lambda w: f"results/benchmarks/{w.dataset}",
+        benchmarks=lambda w: config["datasets"][w.dataset]["benchmarks"],
+        margin=config["report"]["chance_margin"],
+        tables=lambda w, output: os.path.dirname(output.csv),
+        plots=lambda w, output: os.path.dirname(output.png),
+    resources:
+        **rule_resources("costs"),
+    conda:
+        CONDA_ENV
+    log:
+        "results/logs/{dataset}/costs.log",
+    benchmark:
+        "results/benchmarks/{dataset}/costs.tsv"
+    shell:
+        "python -m selectbench.cli costs --table {input.table} --plan {params.plan} --records {params.records}"
+        " --benchmarks {params.benchmarks} --chance-margin {params.margin} --tables {params.tables}"
+        " --plots {params.plots} > {log} 2>&1"
+
+
+# results/tables/<dataset>_costs.csv also fits report's pattern (dataset "<dataset>_costs")
+ruleorder: costs > report

@@ -48,7 +48,9 @@ def test_every_stage_produced_output(finished_run):
                     "digits/subsets/xmas/r0.5_s0.json", "digits/eval/xmas/r0.5_s0.csv",
                     "digits/features/proxy_token_stats/*.npz", "digits/features/clip_score/*.npz",
                     "digits/features/lora_gradients/*.npz", "digits/clip/model.json", "digits/gradient/warmup.json",
-                    "digits/eval/gradient/r0.5_s0.csv", "digits/eval/clip_score/r0.5_s0.csv"]:
+                    "digits/eval/gradient/r0.5_s0.csv", "digits/eval/clip_score/r0.5_s0.csv",
+                    "tables/digits_costs.csv", "tables/digits_costs.md", "plots/digits_cost.png",
+                    "plots/digits_cost.pdf", "benchmarks/digits/costs.tsv"]:
         found = list(results.glob(pattern))
         assert found, pattern
         assert all(p.stat().st_size > 0 for p in found), pattern
@@ -74,6 +76,20 @@ def test_long_table_has_every_run_benchmark_and_metric(finished_run):
                               ("gqa", "exact_match"), ("mmbench", "circular_accuracy"), ("mmvet", "judge_score")]:
             assert (method, bench, metric) in primary
     assert all(0 <= float(r["value"]) <= 100 for r in rows)
+
+
+def test_cost_table_attributes_shared_work_to_every_method_that_needs_it(finished_run):
+    import pandas as pd
+
+    costs = pd.read_csv(finished_run / "results/tables/digits_costs.csv").set_index("method")
+    assert set(costs.index) == {"full", *load_config(TINY)["methods"]}
+    assert not costs["missing"].fillna("").str.contains("no record|unreadable").any()
+    assert costs["total_s"].notna().all()
+    # perplexity and el2n both pay the one proxy fine-tune and token-statistics pass they share
+    assert costs.loc["perplexity", "shared_s"] == costs.loc["el2n", "shared_s"] > costs.loc["random", "shared_s"] == 0
+    assert costs.loc["xmas", "selection_vs_full_s"] == pytest.approx(
+        costs.loc["xmas", "selection_s"] / costs.loc["full", "train_s"])
+    assert costs.loc["full", "rel"] == pytest.approx(100)
 
 
 def test_the_base_models_are_the_shipped_parts(finished_run):
