@@ -26,6 +26,9 @@ validate(config, "config/schema.yaml")
 select_run(config)
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
@@ -47,6 +50,7 @@ localrules:
     export_subset,
     feature_gather,
     report,
+    overview,
     costs,
 
 

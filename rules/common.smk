@@ -179,6 +179,8 @@ def final_outputs():
         out += [f"results/tables/{dataset}_comparisons.{ext}" for ext in ("csv", "md")]
         out += [f"results/tables/{dataset}_published.{ext}" for ext in ("csv", "md", "tex")]
         out += [f"results/plots/{dataset}_relative.{ext}" for ext in ("png", "pdf")]
+    out += [f"results/tables/overview.{ext}" for ext in ("csv", "md")]
+    out += [f"results/plots/overview.{ext}" for ext in ("png", "pdf")]
     return out
 
 

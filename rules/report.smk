@@ -5,16 +5,21 @@ rule report:
         per_item=item_files,
         data="results/{dataset}/data",
     output:
-        table="results/tables/{dataset}.csv",
+        table=report("results/tables/{dataset}.csv", caption="../report/table.rst", category="Tables",
+                     labels={"dataset": "{dataset}", "table": "results (long format)"}),
         provenance="results/tables/{dataset}.provenance.json",
+        summary="results/tables/{dataset}.summary.json",
         md="results/tables/{dataset}.md",
         tex="results/tables/{dataset}.tex",
-        comparisons="results/tables/{dataset}_comparisons.csv",
+        comparisons=report("results/tables/{dataset}_comparisons.csv", caption="../report/comparisons.rst",
+                           category="Tables", labels={"dataset": "{dataset}", "table": "paired comparisons"}),
         comparisons_md="results/tables/{dataset}_comparisons.md",
         published_md="results/tables/{dataset}_published.md",
         published_tex="results/tables/{dataset}_published.tex",
-        published_csv="results/tables/{dataset}_published.csv",
-        png="results/plots/{dataset}_relative.png",
+        published_csv=report("results/tables/{dataset}_published.csv", caption="../report/published.rst",
+                             category="Tables", labels={"dataset": "{dataset}", "table": "published side by side"}),
+        png=report("results/plots/{dataset}_relative.png", caption="../report/relative.rst", category="Plots",
+                   labels={"dataset": "{dataset}", "plot": "Rel. % vs subset size"}),
         pdf="results/plots/{dataset}_relative.pdf",
     params:
         benchmarks=lambda w: config["datasets"][w.dataset]["benchmarks"],
@@ -43,8 +48,37 @@ rule report:
         " --benchmarks {params.benchmarks} --tables {params.tables} --plots {params.plots}"
         " --published {params.published} --chance-margin {params.margin} --task-aware {params.task_aware}"
         " --items {input.per_item} --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
-        " --baseline {params.baseline}"
+        " --baseline {params.baseline} --compare {params.compare}"
+        " --config {params.config} --manifest {input.data}/manifest.json"
         " > {log} 2>&1"
+
+
+rule overview:
+    """Every dataset side by side: Rel. % per method and ratio, one column (and one plot panel) per dataset."""
+    input:
+        summaries=[f"results/tables/{d}.summary.json" for d in config["datasets"]],
+    output:
+        md=report("results/tables/overview.md", caption="../report/overview.rst", category="Tables",
+                  labels={"dataset": "all", "table": "Rel. % by dataset"}),
+        csv="results/tables/overview.csv",
+        png=report("results/plots/overview.png", caption="../report/overview.rst", category="Plots",
+                   labels={"dataset": "all", "plot": "Rel. % by dataset"}),
+        pdf="results/plots/overview.pdf",
+    params:
+        reference=REFERENCE,
+        tables=lambda w, output: os.path.dirname(output.md),
+        plots=lambda w, output: os.path.dirname(output.png),
+    resources:
+        **rule_resources("report"),
+    conda:
+        CONDA_ENV
+    log:
+        "results/logs/overview.log",
+    benchmark:
+        "results/benchmarks/overview.tsv"
+    shell:
+        "python -m selectbench.cli overview --summaries {input.summaries} --reference {params.reference}"
+        " --tables {params.tables} --plots {params.plots} > {log} 2>&1"
 
 
 rule costs:
@@ -79,6 +113,3 @@ rule costs:
         " --benchmarks {params.benchmarks} --chance-margin {params.margin} --tables {params.tables}"
         " --plots {params.plots} > {log} 2>&1"
 
-
-# results/tables/<dataset>_costs.csv also fits report's pattern (dataset "<dataset>_costs")
-ruleorder: costs > report

@@ -159,6 +159,8 @@ def cmd_report(a) -> None:
                                requested=[parse_pair(p) for p in a.compare])
     write_long(rows, out / f"{a.dataset}.csv", intervals)
     atomic_write_json(out / f"{a.dataset}.provenance.json", prov, indent=1)
+    # the summary entries (cells, intervals, marks) for views across datasets (selectbench.report.overview)
+    atomic_write_json(out / f"{a.dataset}.summary.json", {"dataset": a.dataset, "summary": summary}, indent=None)
     with atomic_file(out / f"{a.dataset}_comparisons.csv") as tmp:
         comparisons_frame(summary).to_csv(tmp, index=False)
     atomic_write_text(out / f"{a.dataset}_comparisons.md", comparisons_markdown(summary, a.dataset))
@@ -186,6 +188,12 @@ def cmd_costs(a) -> None:
     for r in summary.itertuples():
         logging.info("%s ratio %g: selection %.1f s, training %.1f s, Rel. %% %.1f", r.method, r.ratio,
                      r.selection_s, r.train_s, r.rel)
+
+
+def cmd_overview(a) -> None:
+    from selectbench.report.overview import write_overview
+
+    write_overview([Path(p) for p in a.summaries], a.reference, Path(a.tables), Path(a.plots))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--bootstrap-seed", {"type": int, "default": 0}), ("--baseline", {"default": "random"}),
         ("--compare", {"nargs": "*", "default": []}), ("--config", {"type": read_settings, "default": None}),
         ("--manifest", {"default": None}))
+    add("overview", cmd_overview, ("--summaries", {"nargs": "+", **req}), ("--reference", req), ("--tables", req),
+        ("--plots", req))
     add("costs", cmd_costs, ("--table", req), ("--plan", js), ("--records", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--chance-margin", {"type": float, "default": None}),
         ("--tables", req), ("--plots", req))

@@ -118,7 +118,9 @@ class Replicates:
         out = []
         for start in range(0, self.reps, self.chunk):
             c = min(self.chunk, self.reps - start)
-            drawn = rng.integers(0, n, size=(c, n)) + (np.arange(c) * n)[:, None]
+            # 32-bit draws are half the work; a chunk's offsets stay below 2**31 (chunk × items)
+            kind = np.int32 if c * n < 2**31 else np.int64
+            drawn = rng.integers(0, n, size=(c, n), dtype=kind) + (np.arange(c, dtype=kind) * n)[:, None]
             counts = np.bincount(drawn.ravel(), minlength=c * n).reshape(c, n).astype(float)
             out.append(counts @ matrix)
         sums = np.concatenate(out)  # replicates × runs: each run's sum over the drawn items

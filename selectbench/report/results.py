@@ -35,11 +35,19 @@ def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path,
     return frame
 
 
+# tables made from the long ones (comparisons, published side by side, costs, the cross-dataset overview)
+DERIVED_SUFFIXES = ("_comparisons", "_published", "_costs")
+
+
+def _derived(path: Path) -> bool:
+    return path.stem == "overview" or path.stem.endswith(DERIVED_SUFFIXES)
+
+
 def load_results(path: str | Path = "results") -> pd.DataFrame:
     """The long-format rows of a results folder's tables (tables/*.csv), or of one such CSV file: COLUMNS, and each
     row's ci_low / ci_high (NaN where per-item scores could not recompute it)."""
     path = Path(path)
-    files = [path] if path.is_file() else sorted((path / "tables").glob("*.csv"))
+    files = [path] if path.is_file() else sorted(f for f in (path / "tables").glob("*.csv") if not _derived(f))
     return _read(files, COLUMNS, "long-format table (tables/<dataset>.csv)", path, optional=("ci_low", "ci_high"))
 
 

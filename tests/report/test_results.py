@@ -47,3 +47,11 @@ def test_intervals_load_as_numbers_and_missing_ones_as_nan(tmp_path):
                                                "d,full,1,0,pope,yes_ratio,51.0,builtin,,\n")
     frame = load_results(tmp_path)
     assert frame.loc[0, "ci_low"] == 95.6 and frame.loc[1, "ci_low"] != frame.loc[1, "ci_low"]  # NaN
+
+
+def test_tables_made_from_the_long_ones_are_not_read_as_results(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "d.csv").write_text(",".join(COLUMNS) + "\nd,full,1,0,pope,f1,96.9,builtin\n")
+    for name in ("d_comparisons.csv", "d_published.csv", "d_costs.csv", "overview.csv"):
+        (tmp_path / "tables" / name).write_text("a,b\n1,2\n")
+    assert load_results(tmp_path)["dataset"].tolist() == ["d"]

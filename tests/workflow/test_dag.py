@@ -50,10 +50,33 @@ def test_every_stage_produced_output(finished_run):
                     "digits/features/lora_gradients/*.npz", "digits/clip/model.json", "digits/gradient/warmup.json",
                     "digits/eval/gradient/r0.5_s0.csv", "digits/eval/clip_score/r0.5_s0.csv",
                     "tables/digits_costs.csv", "tables/digits_costs.md", "plots/digits_cost.png",
-                    "plots/digits_cost.pdf", "benchmarks/digits/costs.tsv"]:
+                    "plots/digits_cost.pdf", "benchmarks/digits/costs.tsv",
+                    "tables/digits.provenance.json", "tables/digits_comparisons.csv", "tables/digits_comparisons.md",
+                    "tables/digits_published.md", "tables/overview.md", "plots/overview.png"]:
         found = list(results.glob(pattern))
         assert found, pattern
         assert all(p.stat().st_size > 0 for p in found), pattern
+
+
+def test_tables_say_what_made_them(finished_run):
+    prov = json.loads((finished_run / "results/tables/digits.provenance.json").read_text())
+    pool = json.loads((finished_run / "results/digits/data/manifest.json").read_text())["pool_sha256"]
+    assert prov["pool_sha256"] == pool and len(prov["config_sha256"]) == 64
+    assert prov["code"] and prov["versions"]["torch"] and prov["config"]["methods"] and prov["machine"]
+    assert prov["protocols"]["pope"] == "selectbench built-in evaluator, embedded sets"
+    md = (finished_run / "results/tables/digits.md").read_text()
+    assert f"pool sha256 {pool[:12]}" in md and "**Made by**" in md
+    meta = json.loads((finished_run / "results/digits/subsets/xmas/r0.5_s0.meta.json").read_text())
+    assert meta["code"] == prov["code"] and meta["pool_sha256"] == pool
+
+
+def test_html_report_has_the_tables_and_plots_with_captions(finished_run):
+    run = snakemake(finished_run, "--cores", "1", "--configfile", str(TINY), "--report", "report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (finished_run / "report.html").read_text(errors="replace")
+    for name in ("digits.csv", "digits_comparisons.csv", "digits_relative.png", "overview.md", "digits_costs.md"):
+        assert name in html, name
+    assert "paired comparison" in html  # a caption
 
 
 def test_long_table_has_every_run_benchmark_and_metric(finished_run):
@@ -83,7 +106,7 @@ def test_cost_table_attributes_shared_work_to_every_method_that_needs_it(finishe
 
     costs = pd.read_csv(finished_run / "results/tables/digits_costs.csv").set_index("method")
     assert set(costs.index) == {"full", *load_config(TINY)["methods"]}
-    assert not costs["missing"].fillna("").str.contains("no record|unreadable").any()
+    assert not costs["missing"].astype("string").fillna("").str.contains("no record|unreadable").any()
     assert costs["total_s"].notna().all()
     # perplexity and el2n both pay the one proxy fine-tune and token-statistics pass they share
     assert costs.loc["perplexity", "shared_s"] == costs.loc["el2n", "shared_s"] > costs.loc["random", "shared_s"] == 0
@@ -107,8 +130,8 @@ def test_the_base_models_are_the_shipped_parts(finished_run):
 def test_job_command_lines_stay_short(finished_run):
     """Jobs read their configuration from settings files, not kilobytes of JSON on the command line."""
     logs = sorted((finished_run / ".snakemake" / "log").glob("*.snakemake.log"))
-    shells = [line.split("Shell command: ", 1)[1] for line in logs[-1].read_text().splitlines()
-              if line.startswith("Shell command: ")]
+    shells = max(([line.split("Shell command: ", 1)[1] for line in log.read_text().splitlines()
+                   if line.startswith("Shell command: ")] for log in logs), key=len)  # the run, not --report
     args = [arg for line in shells for arg in shlex.split(line)]
     assert len(shells) > 20 and max(len(arg) for arg in args) < 200, max(args, key=len)
     assert list((finished_run / "results" / "settings").glob("models.target-*.json"))
