@@ -174,10 +174,7 @@ def to_markdown(summary: pd.DataFrame, jobs: pd.DataFrame, dataset: str, referen
 
 def plot_costs(summary: pd.DataFrame, reference: str, dataset: str, out_stem: Path, gpu: bool) -> list[Path]:
     """Rel. % against total cost (log scale), one marker per method × ratio, the full-data training marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from selectbench.report.plots import plt, save_figure
 
     column, unit = ("total_gpu_h", "GPU-hours") if gpu else ("total_s", "wall seconds on this machine")
     ok = summary[np.isfinite(summary[column]) & (summary[column] > 0) & np.isfinite(summary["rel"])]
@@ -207,14 +204,7 @@ def plot_costs(summary: pd.DataFrame, reference: str, dataset: str, out_stem: Pa
     ax.grid(alpha=0.3, which="both")
     if len(ok):
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_stem = Path(out_stem)
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    for path in paths:
-        with atomic_file(path, suffix=path.suffix) as tmp:
-            fig.savefig(tmp, dpi=150, format=path.suffix[1:])
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_stem)
 
 
 def write_costs(plan: dict, records: Path, entries: list[dict], tables: Path, plots: Path) -> pd.DataFrame:

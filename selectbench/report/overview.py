@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from selectbench.io import atomic_file, atomic_write_text  # noqa: E402
+from selectbench.io import atomic_file, atomic_write_text
+from selectbench.report.plots import plt, save_figure
 
 UNDEFINED = "undefined"
 
@@ -93,15 +90,7 @@ def plot_overview(frame: pd.DataFrame, reference: str, out_stem: Path) -> list[P
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("relative performance (% of full data)")
     axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    for path in paths:
-        with atomic_file(path, suffix=path.suffix) as tmp:
-            fig.savefig(tmp, dpi=150, format=path.suffix[1:])
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_stem)
 
 
 def write_overview(summary_files: list[Path], reference: str, tables: Path, plots: Path) -> pd.DataFrame:

@@ -37,6 +37,11 @@ def plot_relative(summary: list[dict], reference: str, dataset: str, out_stem: P
     ax.set_title(f"{dataset}: relative performance vs subset size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return save_figure(fig, out_stem)
+
+
+def save_figure(fig, out_stem: Path) -> list[Path]:
+    """Write a figure as <out_stem>.png and .pdf, each published atomically, and close it."""
     fig.tight_layout()
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
