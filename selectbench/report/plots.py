@@ -20,8 +20,7 @@ def plot_relative(summary: list[dict], reference: str, dataset: str, out_stem: P
         entries = sorted((e for e in summary if e["method"] == method and e["relative"]), key=lambda e: e["ratio"])
         x = [100 * e["ratio"] for e in entries]
         y = [e["relative"][0] for e in entries]
-        err = [e["relative"][1] or 0.0 for e in entries]
-        line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+        line = ax.errorbar(x, y, yerr=_error_bars(entries), marker="o", capsize=3, label=method)
         if published:
             pub = sorted((100 * r, v) for (m, r), v in published.items() if m == method)
             if pub:
@@ -34,10 +33,27 @@ def plot_relative(summary: list[dict], reference: str, dataset: str, out_stem: P
     ax.axhline(100, color="gray", linewidth=1, linestyle="--", label=f"{reference} (100%)")
     ax.set_xlabel("subset size (% of the pool)")
     ax.set_ylabel("relative performance (% of full data)")
-    ax.set_title(f"{dataset}: relative performance vs subset size")
+    bars = "95% intervals" if any((e.get("ci") or {}).get("relative") for e in summary) else "std over seeds"
+    ax.set_title(f"{dataset}: relative performance vs subset size (bars: {bars})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, out_stem)
+
+
+def _error_bars(entries: list[dict]) -> list[list[float]]:
+    """Below / above each point: its 95% interval where the table has one, else ± its std over seeds (0 for one
+    seed), as the table's cells show them."""
+    low, high = [], []
+    for e in entries:
+        ci = (e.get("ci") or {}).get("relative")
+        mean, std = e["relative"]
+        if isinstance(ci, (list, tuple)):
+            low.append(max(0.0, mean - ci[0]))
+            high.append(max(0.0, ci[1] - mean))
+        else:
+            low.append(std or 0.0)
+            high.append(std or 0.0)
+    return [low, high]
 
 
 def save_figure(fig, out_stem: Path) -> list[Path]:

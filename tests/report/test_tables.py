@@ -100,3 +100,12 @@ def test_task_aware_rows_are_marked_with_a_footnote():
     assert "$^\\dagger$task-aware: uses evaluation-task validation examples" in tex
     for text in (to_markdown(summary, BENCH, "d"), to_latex(summary, BENCH, "d")):  # nothing task-aware
         assert "†" not in text and "dagger" not in text and "task-aware" not in text
+
+
+def test_plot_bars_are_the_table_intervals():
+    from selectbench.report.plots import _error_bars
+
+    with_ci = {"relative": (60.0, None), "ci": {"relative": (55.0, 66.0)}}
+    seeds_only = {"relative": (50.0, 2.0), "ci": None}
+    undefined = {"relative": (40.0, None), "ci": {"relative": "undefined"}}
+    assert _error_bars([with_ci, seeds_only, undefined]) == [[5.0, 2.0, 0.0], [6.0, 2.0, 0.0]]
