@@ -10,35 +10,56 @@ DEFAULT_LAUNCHER = "torchrun --standalone --nproc_per_node={gpus}"
 
 def resource_spec(resources: dict[str, Any], rule: str) -> dict[str, Any]:
     """The default resources overlaid with the rule's own. A GPU rule asks for CPUs per GPU, so it does not
-    inherit the default cpus_per_task (SLURM treats the two as exclusive, and cpus_per_task would win)."""
+    inherit the default cpus_per_task (SLURM treats the two as exclusive, and cpus_per_task would win).
+    A multi-GPU rule asks for one node: its launcher starts every rank on the node it runs on, and a bare
+    `--gpus=N` lets SLURM spread the GPUs over several."""
     own = resources.get("rules", {}).get(rule, {})
     spec = {**resources.get("default", {}), **own}
     if own.get("gpu") and "cpus_per_task" not in own:
         spec.pop("cpus_per_task", None)
+    if int(spec.get("gpu", 0)) > 1:
+        if spec.get("nodes", 1) != 1:
+            raise ValueError(f"resources.rules.{rule}: {spec['gpu']} GPUs on {spec['nodes']} nodes, but the "
+                             "launcher starts all ranks on one node (nodes must be 1)")
+        spec["nodes"] = 1
     return spec
 
 
-def scaled(value: int, factor: float) -> Callable[..., int]:
-    """A Snakemake resource callable: value on the first attempt, × factor on each retry."""
+def scaled(value: int, factor: float, cap: int | None = None) -> Callable[..., int]:
+    """A Snakemake resource callable: value on the first attempt, × factor on each retry, never above cap."""
 
     def on_attempt(wildcards, attempt: int) -> int:
-        return int(value * factor ** (attempt - 1))
+        grown = int(value * factor ** (attempt - 1))
+        return grown if cap is None else min(grown, int(cap))
 
     return on_attempt
 
 
 def rule_resources(resources: dict[str, Any], rule: str) -> dict[str, Any]:
-    """Keyword arguments for a rule's `resources:` directive; keys named in retry_scale grow on retries."""
+    """Keyword arguments for a rule's `resources:` directive. Keys named in retry_scale grow on retries up to
+    their retry_cap (the largest node or the partition's time limit: a request above it would never start);
+    every scaled key needs a cap, and no first request may exceed it."""
     scale = resources.get("retry_scale", {})
-    return {key: scaled(value, scale[key]) if key in scale else value
-            for key, value in resource_spec(resources, rule).items()}
+    cap = resources.get("retry_cap", {})
+    uncapped = sorted(set(scale) - set(cap))
+    if uncapped:
+        raise ValueError(f"resources.retry_scale grows {', '.join(uncapped)} without a resources.retry_cap")
+    spec = resource_spec(resources, rule)
+    over = {key: value for key, value in spec.items() if key in cap and value > cap[key]}
+    if over:
+        raise ValueError(f"resources.rules.{rule} asks for more than resources.retry_cap: "
+                         + ", ".join(f"{key} {value} > {cap[key]}" for key, value in over.items()))
+    return {key: scaled(value, scale[key], cap[key]) if key in scale else value for key, value in spec.items()}
 
 
 def threads(resources: dict[str, Any], threads_cfg: dict[str, int], rule: str) -> int:
-    """CPU threads of a job: GPUs × cpus_per_gpu on a GPU rule, else the `threads` setting."""
+    """CPU threads of a job: what it is allocated (GPUs × cpus_per_gpu on a GPU rule, cpus_per_task on a CPU
+    rule), else the `threads` setting."""
     spec = resource_spec(resources, rule)
     if spec.get("gpu"):
         return int(spec["gpu"]) * int(spec.get("cpus_per_gpu", 1))
+    if spec.get("cpus_per_task"):
+        return int(spec["cpus_per_task"])
     return threads_cfg.get(rule, threads_cfg["default"])
 
 

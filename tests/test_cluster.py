@@ -1,31 +1,56 @@
-"""Per-rule cluster resources from the config: GPU rules, retries that scale, launchers."""
+"""Per-rule cluster resources from the config: GPU rules on one node, retries that scale up to a cap, threads
+shared among ranks, launchers."""
 
 from __future__ import annotations
+
+import pytest
 
 from selectbench import cluster
 
 RESOURCES = {"default": {"mem_mb": 1000, "runtime": 60, "cpus_per_task": 4},
              "rules": {"train_target": {"gpu": 8, "cpus_per_gpu": 6, "mem_mb": 8000, "runtime": 600},
-                       "evaluate": {"gpu": 1, "cpus_per_gpu": 4}},
-             "retry_scale": {"mem_mb": 1.5, "runtime": 2.0}}
+                       "evaluate": {"gpu": 1, "cpus_per_gpu": 4},
+                       "score": {"cpus_per_task": 16}},
+             "retry_scale": {"mem_mb": 1.5, "runtime": 2.0},
+             "retry_cap": {"mem_mb": 15000, "runtime": 1200}}
 
 
 def test_gpu_rules_ask_cpus_per_gpu_not_per_task():
     spec = cluster.resource_spec(RESOURCES, "train_target")
-    assert spec == {"mem_mb": 8000, "runtime": 600, "gpu": 8, "cpus_per_gpu": 6}
+    assert spec == {"mem_mb": 8000, "runtime": 600, "gpu": 8, "cpus_per_gpu": 6, "nodes": 1}
     assert cluster.resource_spec(RESOURCES, "select") == RESOURCES["default"]
 
 
-def test_memory_and_runtime_grow_on_each_retry():
+def test_multi_gpu_rules_ask_for_one_node():
+    assert cluster.resource_spec(RESOURCES, "train_target")["nodes"] == 1
+    assert cluster.rule_resources(RESOURCES, "train_target")["nodes"] == 1
+    assert "nodes" not in cluster.resource_spec(RESOURCES, "evaluate")
+    two = {"rules": {"train_target": {"gpu": 8, "nodes": 2}}}
+    with pytest.raises(ValueError, match="nodes must be 1"):
+        cluster.resource_spec(two, "train_target")
+
+
+def test_memory_and_runtime_grow_on_each_retry_up_to_their_cap():
     res = cluster.rule_resources(RESOURCES, "train_target")
-    assert [res["mem_mb"](None, attempt) for attempt in (1, 2, 3)] == [8000, 12000, 18000]
-    assert [res["runtime"](None, attempt) for attempt in (1, 2)] == [600, 1200]
+    assert [res["mem_mb"](None, attempt) for attempt in (1, 2, 3, 4)] == [8000, 12000, 15000, 15000]
+    assert [res["runtime"](None, attempt) for attempt in (1, 2, 3)] == [600, 1200, 1200]
     assert res["gpu"] == 8
+
+
+def test_growth_without_a_cap_or_a_request_above_it_is_refused():
+    uncapped = {**RESOURCES, "retry_cap": {"mem_mb": 15000}}
+    with pytest.raises(ValueError, match="runtime without a resources.retry_cap"):
+        cluster.rule_resources(uncapped, "train_target")
+    low = {**RESOURCES, "retry_cap": {"mem_mb": 4000, "runtime": 1200}}
+    with pytest.raises(ValueError, match="train_target asks for more than resources.retry_cap: mem_mb 8000 > 4000"):
+        cluster.rule_resources(low, "train_target")
+    assert cluster.rule_resources({}, "train_target") == {}   # the embedded default requests nothing
 
 
 def test_threads_and_launcher():
     assert cluster.threads(RESOURCES, {"default": 2}, "train_target") == 48
-    assert cluster.threads(RESOURCES, {"default": 2, "select": 1}, "select") == 1
+    assert cluster.threads(RESOURCES, {"default": 2, "select": 1}, "score") == 16   # its cpus_per_task
+    assert cluster.threads({}, {"default": 2, "select": 1}, "select") == 1
     assert cluster.launcher(RESOURCES, "train_target") == "torchrun --standalone --nproc_per_node=8"
     assert cluster.launcher(RESOURCES, "evaluate") == "python"  # one GPU: no launcher
     assert cluster.launcher({}, "train_target") == "python"      # the embedded default

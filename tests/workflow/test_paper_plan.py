@@ -1,5 +1,6 @@
 """The paper grid plans with the SLURM profile as users type it (`snakemake --cores all --profile slurm`), and
-its GPU rules carry the resources of config/paper.yaml. Nothing runs: a dry run needs neither data nor GPUs."""
+its GPU rules carry the resources of config/paper.yaml: multi-GPU jobs on one node, retries within their caps.
+Nothing runs: a dry run needs neither data nor GPUs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,15 +16,16 @@ import yaml
 from tests.conftest import ROOT
 
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-GPU_RULES = {"base_model", "proxy_finetune", "gradient_warmup", "feature_shard", "train_target", "evaluate"}
+GPU_RULES = {"proxy_finetune", "gradient_warmup", "feature_shard", "train_target", "evaluate"}
+PROFILE = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+ATTEMPTS = range(1, PROFILE["retries"] + 2)   # the first submission and every retry
 
 
-@pytest.fixture(scope="module")
-def plan(tmp_path_factory) -> list[dict]:
-    """The dry run's jobs: rule, resources and shell command of each."""
-    workdir = tmp_path_factory.mktemp("paper_plan")
+def _plan(workdir, attempt: int) -> list[dict]:
+    """The dry run's jobs at an attempt: rule, threads, resources and shell command of each."""
     run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "all", "--profile", "slurm",
-                          "--directory", str(workdir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          "--attempt", str(attempt), "--directory", str(workdir)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Using profiles slurm" in run.stdout + run.stderr
     jobs = []
@@ -31,11 +34,23 @@ def plan(tmp_path_factory) -> list[dict]:
         if not head:
             continue
         res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
         shell = re.search(r"^Shell command: (.*)$", block, re.M)
-        jobs.append({"rule": head.group(1),
+        jobs.append({"rule": head.group(1), "threads": int(threads.group(1)) if threads else 1,
                      "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {},
                      "shell": shell.group(1) if shell else ""})
     return jobs
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory) -> dict[int, list[dict]]:
+    workdir = tmp_path_factory.mktemp("paper_plan")
+    return {attempt: _plan(workdir, attempt) for attempt in ATTEMPTS}
+
+
+@pytest.fixture(scope="module")
+def plan(plans) -> list[dict]:
+    return plans[1]
 
 
 def test_the_whole_grid_is_planned(plan):
@@ -80,6 +95,62 @@ def test_multi_gpu_rules_start_one_process_per_gpu(plan):
             assert "--backend lmms_eval" in job["shell"]
         elif job["rule"] == "feature_shard":
             assert job["shell"].startswith("python -m selectbench.cli feature-shard")
+
+
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _sbatch(job: dict) -> str:
+    """The sbatch line the installed SLURM executor plugin writes for a planned job."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    res = _Resources({key: int(value) if value.isdigit() else value for key, value in job["resources"].items()})
+    params = {"run_uuid": "x", "slurm_logfile": "x.log", "comment_str": job["rule"], "account": "", "partition": "",
+              "workdir": None}
+    submitted = SimpleNamespace(resources=res, threads=job["threads"])
+    return get_submit_command(submitted, params) + set_gres_string(submitted)
+
+
+def test_no_multi_gpu_job_can_span_two_nodes(plans):
+    multi = 0
+    for jobs in plans.values():
+        for job in jobs:
+            if int(job["resources"].get("gpu", 0)) > 1:
+                multi += 1
+                assert job["resources"].get("nodes") == "1", job
+                call = _sbatch(job)
+                assert f"--gpus={job['resources']['gpu']}" in call and "--nodes=1" in call, call
+    assert multi > 0
+
+
+def test_no_retry_asks_for_more_than_its_cap(plans):
+    cap, scale = PAPER["resources"]["retry_cap"], PAPER["resources"]["retry_scale"]
+    assert set(scale) <= set(cap), "every resource that grows on retries has a cap"
+    rules = PAPER["resources"]["rules"]
+    for attempt, jobs in plans.items():
+        for job in jobs:
+            if job["rule"] == "all":
+                continue
+            res = job["resources"]
+            for key in scale:
+                assert int(res[key]) <= cap[key], (attempt, job["rule"], key, res[key])
+            name = "train_target" if job["rule"] == "train_reference" else job["rule"]
+            first = {**PAPER["resources"]["default"], **rules.get(name, {})}
+            for key in scale:   # grows as configured until it meets the cap
+                assert int(res[key]) == min(int(first[key] * scale[key] ** (attempt - 1)), cap[key]), (attempt, job)
+    last = next(job for job in plans[max(ATTEMPTS)] if job["rule"] == "train_target")["resources"]
+    assert (int(last["mem_mb"]), int(last["runtime"])) == (cap["mem_mb"], cap["runtime"])
+
+
+def test_cpu_only_work_asks_for_no_gpu(plans):
+    for jobs in plans.values():
+        for job in jobs:
+            if job["rule"] in ("base_model", "clip_model", "score", "select", "prepare_data", "feature_gather"):
+                assert "gpu" not in job["resources"], job
+                assert "--gpus" not in _sbatch(job) and "--cpus-per-task=" in _sbatch(job)
+                assert not job["shell"].startswith("torchrun"), job
 
 
 def test_slurm_profile_is_safe_to_rerun():
