@@ -115,6 +115,12 @@ def launcher(rule_name):
     return cluster.launcher(RESOURCES, rule_name, config.get("launcher"))
 
 
+def rank_threads(rule_name):
+    """Params function: torch threads per process of a launched job (the job's threads over its ranks)."""
+    ranks = cluster.ranks(RESOURCES, rule_name)
+    return lambda wildcards, threads: cluster.threads_per_process(threads, ranks)
+
+
 def ratios_for(dataset):
     return config["datasets"][dataset].get("ratios", config["ratios"])
 

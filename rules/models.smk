@@ -12,6 +12,7 @@ rule base_model:
         out=lambda w, output: os.path.dirname(output.summary),
         tokenizer=tokenizer_arg,
         launch=launcher("base_model"),
+        threads=rank_threads("base_model"),
     threads: threads_for("base_model")
     resources:
         **rule_resources("base_model"),
@@ -23,7 +24,7 @@ rule base_model:
         "results/benchmarks/{dataset}/base_{role}.tsv"
     shell:
         "{params.launch} -m selectbench.cli base --data {input.data} {params.tokenizer} --model-config {params.cfg}"
-        " --out {params.out} --threads {threads} > {log} 2>&1"
+        " --out {params.out} --threads {params.threads} > {log} 2>&1"
 
 
 rule proxy_finetune:
@@ -38,6 +39,7 @@ rule proxy_finetune:
         out=lambda w, output: os.path.dirname(output[0]),
         base=lambda w, input: os.path.dirname(input.base),
         launch=launcher("proxy_finetune"),
+        threads=rank_threads("proxy_finetune"),
     threads: threads_for("proxy_finetune")
     resources:
         **rule_resources("proxy_finetune"),
@@ -49,7 +51,7 @@ rule proxy_finetune:
         "results/benchmarks/{dataset}/proxy_finetune.tsv"
     shell:
         "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --model-config {params.cfg}"
-        " --out {params.out} --checkpoint-list {output} --threads {threads} > {log} 2>&1"
+        " --out {params.out} --checkpoint-list {output} --threads {params.threads} > {log} 2>&1"
 
 
 rule clip_model:
@@ -90,6 +92,7 @@ rule gradient_warmup:
         base=lambda w, input: os.path.dirname(input.base),
         out=lambda w, output: os.path.join(os.path.dirname(output[0]), "warmup"),
         launch=launcher("gradient_warmup"),
+        threads=rank_threads("gradient_warmup"),
     threads: threads_for("gradient_warmup")
     resources:
         **rule_resources("gradient_warmup"),
@@ -101,4 +104,4 @@ rule gradient_warmup:
         "results/benchmarks/{dataset}/gradient_warmup.tsv"
     shell:
         "{params.launch} -m selectbench.cli gradient-warmup --data {input.data} --base {params.base} --model-config {params.cfg}"
-        " --warmup {params.warmup:q} --out-dir {params.out} --out {output} --threads {threads} > {log} 2>&1"
+        " --warmup {params.warmup:q} --out-dir {params.out} --out {output} --threads {params.threads} > {log} 2>&1"

@@ -12,6 +12,7 @@ rule train_target:
         out=lambda w, output: os.path.dirname(output.summary),
         base=lambda w, input: os.path.dirname(input.base),
         launch=launcher("train_target"),
+        threads=rank_threads("train_target"),
     threads: threads_for("train_target")
     resources:
         **rule_resources("train_target"),
@@ -24,7 +25,7 @@ rule train_target:
     shell:
         "{params.launch} -m selectbench.cli finetune --data {input.data} --base {params.base} --subset {input.subset}"
         " --model-config {params.cfg} --seed {wildcards.seed} --out {params.out}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {params.threads} > {log} 2>&1"
 
 
 # The full-data reference is the longest training and every relative number waits for it: start it first.

@@ -63,6 +63,17 @@ def threads(resources: dict[str, Any], threads_cfg: dict[str, int], rule: str) -
     return threads_cfg.get(rule, threads_cfg["default"])
 
 
+def ranks(resources: dict[str, Any], rule: str) -> int:
+    """Processes a job starts: one per GPU through the launcher on a multi-GPU rule, else one."""
+    return max(1, int(resource_spec(resources, rule).get("gpu", 0)))
+
+
+def threads_per_process(threads: int, processes: int) -> int:
+    """Torch threads of each process: the job's CPUs shared among its ranks (each rank setting the job's
+    whole count oversubscribes the node's cores ranks-fold)."""
+    return max(1, int(threads) // max(1, int(processes)))
+
+
 def launcher(resources: dict[str, Any], rule: str, template: str | None = None) -> str:
     """How a job starts Python: one process, or one per GPU through the launcher (torchrun by default; the
     Trainer then runs distributed data parallel)."""

@@ -56,3 +56,12 @@ def test_threads_and_launcher():
     assert cluster.launcher({}, "train_target") == "python"      # the embedded default
     assert cluster.launcher(RESOURCES, "train_target", "accelerate launch --num_processes {gpus}") == \
         "accelerate launch --num_processes 8"
+
+
+def test_each_rank_gets_its_share_of_the_jobs_threads():
+    assert cluster.ranks(RESOURCES, "train_target") == 8
+    assert cluster.ranks(RESOURCES, "evaluate") == cluster.ranks(RESOURCES, "score") == 1
+    assert cluster.threads_per_process(48, cluster.ranks(RESOURCES, "train_target")) == 6
+    assert cluster.threads_per_process(64, 8) == 8
+    assert cluster.threads_per_process(2, 8) == 1    # never zero
+    assert cluster.threads_per_process(16, 1) == 16

@@ -153,6 +153,17 @@ def test_cpu_only_work_asks_for_no_gpu(plans):
                 assert not job["shell"].startswith("torchrun"), job
 
 
+def test_each_rank_sets_its_share_of_the_jobs_threads(plan):
+    launched = 0
+    for job in plan:
+        ranks = re.match(r"torchrun --standalone --nproc_per_node=(\d+)", job["shell"])
+        if ranks:
+            launched += 1
+            per_rank = int(re.search(r" --threads (\d+)", job["shell"]).group(1))
+            assert per_rank == max(1, job["threads"] // int(ranks.group(1))), job
+    assert launched > 0
+
+
 def test_slurm_profile_is_safe_to_rerun():
     profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["configfile"] == "config/paper.yaml"
