@@ -101,6 +101,9 @@ wildcard_constraints:
 
 
 RESOURCES = config.get("resources", {})
+for _role, _model in config["models"].items():
+    if _model.get("stage1"):
+        cluster.require_gpu(RESOURCES, "base_model", f"models.{_role}.stage1 trains the {_role} base in base_model")
 
 
 def rule_resources(rule_name):

@@ -63,6 +63,14 @@ def threads(resources: dict[str, Any], threads_cfg: dict[str, int], rule: str) -
     return threads_cfg.get(rule, threads_cfg["default"])
 
 
+def require_gpu(resources: dict[str, Any], rule: str, why: str) -> None:
+    """Refuse a cluster config whose rule asks for no GPU while the config makes it train (it would run for days
+    on CPUs). Without GPU rules anywhere (a laptop), nothing is required."""
+    uses_gpus = any(spec.get("gpu") for spec in resources.get("rules", {}).values())
+    if uses_gpus and not resource_spec(resources, rule).get("gpu"):
+        raise ValueError(f"{why}, but resources.rules.{rule} asks for no GPU: give it a gpu and cpus_per_gpu")
+
+
 def ranks(resources: dict[str, Any], rule: str) -> int:
     """Processes a job starts: one per GPU through the launcher on a multi-GPU rule, else one."""
     return max(1, int(resource_spec(resources, rule).get("gpu", 0)))

@@ -65,3 +65,10 @@ def test_each_rank_gets_its_share_of_the_jobs_threads():
     assert cluster.threads_per_process(64, 8) == 8
     assert cluster.threads_per_process(2, 8) == 1    # never zero
     assert cluster.threads_per_process(16, 1) == 16
+
+
+def test_a_rule_that_trains_must_ask_for_a_gpu_on_a_cluster():
+    with pytest.raises(ValueError, match="resources.rules.base_model asks for no GPU"):
+        cluster.require_gpu(RESOURCES, "base_model", "models.proxy.stage1 trains the proxy base")
+    cluster.require_gpu(RESOURCES, "train_target", "fine-tuning")
+    cluster.require_gpu({}, "base_model", "a laptop: nothing is requested")

@@ -188,6 +188,13 @@ def test_judge_scored_tasks_without_a_judge_are_refused_before_anything_runs(tmp
     assert "is scored by an LLM judge" in out and "evaluation.lmms_eval.judge is not set" in out
 
 
+def test_a_base_trained_on_cpus_is_refused(tmp_path):
+    stage1 = {"trainable": ["projector"], "epochs": 1, "batch_size": 32, "lr": 1.0e-3}
+    run = _dry_run(tmp_path, {"models": {"proxy": {"stage1": stage1}}})
+    assert run.returncode != 0
+    assert "models.proxy.stage1 trains the proxy base in base_model" in run.stdout + run.stderr
+
+
 def test_builtin_evaluator_refuses_lmms_task_names(tmp_path):
     run = _dry_run(tmp_path, {"evaluation": {"backend": "builtin"}})
     assert run.returncode != 0
