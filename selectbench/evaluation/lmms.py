@@ -91,6 +91,10 @@ class LmmsConfig:
                 raise ValueError(f"evaluation.lmms_eval.judge: unknown keys {sorted(set(judge) - judge_keys)}")
             cfg["judge"] = Judge(**judge)
         out = cls(**cfg)
+        if out.model == "llava_hf" and not str(out.model_args.get("device_map") or "").strip():
+            raise ValueError("evaluation.lmms_eval.model_args.device_map is not set: llava_hf's default device_map "
+                             "\"\" makes transformers 5 from_pretrained raise; set device_map: auto (one GPU per job) "
+                             "or a device such as cuda:0 / cpu")
         if not 0 <= out.max_empty_fraction < 1:
             raise ValueError(f"evaluation.lmms_eval.max_empty_fraction {out.max_empty_fraction}: expected [0, 1)")
         return out
@@ -157,7 +161,7 @@ def check_model_dir(model_dir: Path, cfg: LmmsConfig) -> None:
 
 def model_args(model_dir: Path, cfg: LmmsConfig) -> str:
     """lmms-eval's key=value,key=value string: pretrained first, then the configured arguments. The suite adds
-    no device (llava_hf defaults to cuda; a CPU run configures device: cpu, device_map: cpu)."""
+    no device (llava_hf defaults to cuda; a CPU run configures device: cpu); device_map comes from the config."""
     reserved = {"pretrained": "the model directory is passed by the suite",
                 "batch_size": "the suite passes --batch_size 1 (llava_hf supports no other)"}
     parts = [f"pretrained={Path(model_dir).resolve()}"]

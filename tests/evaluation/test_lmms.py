@@ -40,7 +40,7 @@ def _results_dir(tmp_path: Path, results: dict, samples: dict[str, list], n_samp
 
 
 def test_command_is_lmms_eval_cli_with_batch_1_logged_samples_and_no_device(tmp_path):
-    cfg = LmmsConfig.from_dict({"model_args": {"dtype": "bfloat16", "attn_implementation": "sdpa"}})
+    cfg = LmmsConfig(model_args={"dtype": "bfloat16", "attn_implementation": "sdpa"})
     cmd = build_command(tmp_path / "model", ["pope", "vqav2_val"], cfg, tmp_path / "out")
     assert cmd[:3] == [sys.executable, "-m", "selectbench.evaluation.lmms_model"]
     flags = cmd[3:]
@@ -64,14 +64,43 @@ def test_model_args_that_would_break_or_override_the_run_are_refused(tmp_path, a
 
 
 def test_config_block_is_validated():
-    cfg = LmmsConfig.from_dict({"judge": {"model": "gpt-4o-2024-11-20"}, "max_empty_fraction": 0.05})
+    cfg = LmmsConfig.from_dict({"judge": {"model": "gpt-4o-2024-11-20"}, "max_empty_fraction": 0.05,
+                                "model_args": {"device_map": "auto"}})
     assert cfg.judge == Judge(model="gpt-4o-2024-11-20") and cfg.offline and cfg.model == "llava_hf"
     with pytest.raises(ValueError, match="unknown keys \\['judge_model'\\]"):
         LmmsConfig.from_dict({"judge_model": "x"})
     with pytest.raises(ValueError, match="max_empty_fraction"):
-        LmmsConfig.from_dict({"max_empty_fraction": 1.5})
+        LmmsConfig.from_dict({"max_empty_fraction": 1.5, "model": "selectbench"})
     with pytest.raises(ValueError, match="at least model"):
         LmmsConfig.from_dict({"judge": "gpt-4o"})
+
+
+def test_llava_hf_without_device_map_is_refused():
+    """llava_hf's default device_map "" makes transformers 5 from_pretrained raise in every evaluate job."""
+    for block in ({}, {"model_args": {"dtype": "bfloat16"}}, {"model_args": {"device_map": ""}}):
+        with pytest.raises(ValueError, match="device_map is not set"):
+            LmmsConfig.from_dict(block)
+    LmmsConfig.from_dict({"model": "selectbench"})  # other models: their own arguments
+
+
+def test_paper_model_args_load_through_llava_hf_on_cpu(tmp_path):
+    """config/paper.yaml's model_args, as the suite passes them (lmms-eval's own argument string and llava_hf
+    class), load a saved LLaVA in transformers 5; only the input device is moved to the CPU."""
+    pytest.importorskip("decord", reason="lmms-eval's llava_hf imports decord")
+    import shutil
+
+    import torch
+    import yaml
+    from lmms_eval.models import get_model
+
+    block = yaml.safe_load((Path(__file__).parents[2] / "config" / "paper.yaml").read_text())["evaluation"]
+    cfg = LmmsConfig.from_dict(block["lmms_eval"])
+    assert cfg.model == "llava_hf" and "device" not in cfg.model_args
+    model_dir = tmp_path / "model"  # a saved LLaVA with its processor and chat template, random-scale
+    shutil.copytree(Path(lmms.__file__).parents[1] / "embedded" / "pretrained" / "target", model_dir)
+    on_cpu = LmmsConfig(model=cfg.model, model_args={**cfg.model_args, "device": "cpu"})
+    lm = get_model(cfg.model).create_from_arg_string(lmms.model_args(model_dir, on_cpu))
+    assert lm.model.dtype == getattr(torch, cfg.model_args["dtype"]) and lm.model.device.type == "cpu"
 
 
 @pytest.mark.parametrize("task, hint", [("mmvet", "none"), ("mmbench_en_dev", "mmbench_en_dev_static"),
@@ -103,7 +132,8 @@ def test_refused_before_anything_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(lmms, "run", lambda *a, **k: pytest.fail("lmms-eval must not run"))
     (tmp_path / "model").mkdir()
     with pytest.raises(ValueError, match="mmvet"):
-        evaluate_lmms(tmp_path / "model", ["pope", "mmvet"], {}, KEY, tmp_path / "e.csv", tmp_path / "p.json")
+        evaluate_lmms(tmp_path / "model", ["pope", "mmvet"], {"model_args": {"device_map": "auto"}}, KEY,
+                      tmp_path / "e.csv", tmp_path / "p.json")
     assert not (tmp_path / "e.csv").exists()
 
 
