@@ -142,7 +142,7 @@ def main() -> None:
 
 def run(model, batches, args, result):
     cpu = torch.device("cpu")
-    spec = {"layers": "all", "combine": "sum", "k": 5, "svd": "exact"}
+    spec = {"layers": "all", "combine": "sum", "k": 5, "svd": "exact", "skip_after_image": 1}
     result.update(batch_size=args.batch_size, threads=args.threads)
     base = best_of(lambda: plain_forward(model, batches), args.repeats)
     result["forward_s"] = round(base, 3)

@@ -2,8 +2,10 @@
 fine-tuned, then sample a balanced subset across clusters, stable examples first.
 
 variant 'released' reproduces the authors' code (q/k projections with heads merged, no RoPE, no causal mask,
-layers summed, sum of the top-5 singular values per checkpoint); 'paper' follows the paper's text (per-head
-causal attention with RoPE, heads averaged, each top-k singular value kept). Any knob set explicitly overrides
+layers summed, rows from one token after the image block as the release's slice, sum of the top-5 singular
+values per checkpoint, k-means over all rows with text-only ones as zero trajectories); 'paper' follows the
+paper's text (per-head causal attention with RoPE, heads averaged, every text row after the image, each top-k
+singular value kept, k-means over the image rows). Any knob set explicitly overrides
 the variant's choice. Trajectories come from the shared `attention_trajectories` feature, extracted once per
 spec and reused by every ratio, seed and selection-only knob (clusters, order, min size, checkpoints, feature).
 """
@@ -16,8 +18,10 @@ from selectbench.selection.clustering import kmeans
 from selectbench.selection.trajectory import choose_checkpoints, instability, trajectory_matrix
 
 VARIANTS = {
-    "released": {"attention": "released", "combine": "sum", "feature": "sum"},
-    "paper": {"attention": "paper", "combine": "sum", "feature": "per_sigma"},
+    "released": {"attention": "released", "combine": "sum", "feature": "sum", "skip_after_image": 1,
+                 "kmeans_rows": "all"},
+    "paper": {"attention": "paper", "combine": "sum", "feature": "per_sigma", "skip_after_image": 0,
+              "kmeans_rows": "image"},
 }
 
 
@@ -31,6 +35,7 @@ class XMAS(Method):
         "feature": None,          # sum | per_sigma | loss
         "k": 5,                   # top singular values
         "layers": "all",          # or a list of layer indices
+        "skip_after_image": None,  # text tokens after the image block that are not rows: 1 (release) | 0
         "svd": "exact",           # exact | randomized
         "checkpoints": "all",     # all | count T (evenly spaced) | list of indices
         "clusters": 1000,         # K
@@ -39,6 +44,7 @@ class XMAS(Method):
         "seed": None,             # k-means seed; None: the run's seed
         "kmeans_iterations": 100,
         "kmeans_restarts": 1,     # best of this many seeded starts (release: 1)
+        "kmeans_rows": None,      # all (release: text-only rows as zero trajectories) | image (image rows only)
         "kmeans_backend": "auto",  # faiss (release; random init) | sklearn (k-means++ init) | auto: faiss if present
     }
 
@@ -47,7 +53,8 @@ class XMAS(Method):
         cls.resolved(params)
         choices = {"attention": (None, "released", "paper"), "combine": (None, "sum", "concat"),
                    "feature": (None, "sum", "per_sigma", "loss"), "svd": ("exact", "randomized"),
-                   "order": ("stable", "random"), "kmeans_backend": ("auto", "faiss", "sklearn")}
+                   "order": ("stable", "random"), "kmeans_backend": ("auto", "faiss", "sklearn"),
+                   "skip_after_image": (None, 0, 1), "kmeans_rows": (None, "all", "image")}
         for key, allowed in choices.items():
             if params[key] not in allowed:
                 raise ValueError(f"{key} must be one of {[a for a in allowed if a]}, got {params[key]!r}")
@@ -66,7 +73,8 @@ class XMAS(Method):
     def feature_spec(cls, feature, params):
         r = cls.resolved({**cls.parameters, **params})
         return {"attention": r["attention"], "combine": r["combine"], "k": params.get("k", 5),
-                "layers": params.get("layers", "all"), "svd": params.get("svd", "exact")}
+                "layers": params.get("layers", "all"), "svd": params.get("svd", "exact"),
+                "skip_after_image": r["skip_after_image"]}
 
     def score(self, ctx):
         r = self.resolved(ctx.params)
@@ -85,10 +93,11 @@ class XMAS(Method):
         text_only = scores["text_only"].astype(bool)
         image_rows = np.flatnonzero(~text_only)
         k_seed = seed if p["seed"] is None else int(p["seed"])
+        clustered = np.arange(ctx.size) if self.resolved(p)["kmeans_rows"] == "all" else image_rows
         labels = np.full(ctx.size, -1, dtype=np.int64)
-        labels[image_rows] = kmeans(scores["features"][image_rows], p["clusters"], k_seed, p["kmeans_iterations"],
-                                    backend=p["kmeans_backend"], n_init=p["kmeans_restarts"])
-        text_cluster = int(labels.max()) + 1
+        labels[clustered] = kmeans(np.nan_to_num(scores["features"][clustered], nan=0.0), p["clusters"], k_seed,
+                                   p["kmeans_iterations"], backend=p["kmeans_backend"], n_init=p["kmeans_restarts"])
+        text_cluster = int(labels.max()) + 1  # text-only examples then move to a cluster of their own
         labels[text_only] = text_cluster
         priority = np.nan_to_num(scores["instability"], nan=0.0)
         sample = balanced_sample(labels, priority, n, seed, p["min_cluster_size"],

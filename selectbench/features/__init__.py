@@ -67,10 +67,13 @@ class Feature:
 FEATURES: dict[str, Feature] = {
     "attention_trajectories": Feature(
         name="attention_trajectories",
-        defaults={"attention": "released", "layers": "all", "combine": "sum", "k": 5, "svd": "exact"},
+        # skip_after_image: tokens after the image block that are not rows (the release's slice skips one)
+        defaults={"attention": "released", "layers": "all", "combine": "sum", "k": 5, "svd": "exact",
+                  "skip_after_image": 1},
         requires=("pool", "proxy_checkpoints"),
         extractor="selectbench.features.trajectories:extract_shard",
-        choices={"attention": ("released", "paper"), "combine": ("sum", "concat"), "svd": ("exact", "randomized")},
+        choices={"attention": ("released", "paper"), "combine": ("sum", "concat"), "svd": ("exact", "randomized"),
+                 "skip_after_image": (0, 1)},
     ),
     "proxy_token_stats": Feature(
         name="proxy_token_stats",

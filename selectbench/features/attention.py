@@ -34,18 +34,21 @@ class BatchLayout:
     """Where the text rows and image columns of each example of a right- or left-padded batch are."""
 
     valid: torch.Tensor       # (B, S) bool: not padding
-    text_rows: torch.Tensor   # (B, S) bool: text tokens after the example's last image token
+    text_rows: torch.Tensor   # (B, S) bool: text tokens after the example's image block (and the skipped ones)
     image_index: torch.Tensor  # (B, I) long: positions of the image tokens (0 where an example has fewer)
     image_valid: torch.Tensor  # (B, I) bool
     row_start: int            # first position that is a text row in any example
 
     @classmethod
-    def from_inputs(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> "BatchLayout":
+    def from_inputs(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int,
+                    skip_after_image: int = 0) -> "BatchLayout":
+        """skip_after_image: tokens right after the image block that are not rows (the release skips one, the
+        "\\n" of "<image>\\n", through its hard-coded slice)."""
         valid = attention_mask.bool()
         is_image = (input_ids == image_token_id) & valid
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         last_image = torch.where(is_image, positions, torch.full_like(positions, -1)).max(dim=1).values
-        text_rows = valid & (positions > last_image[:, None]) & (last_image[:, None] >= 0)
+        text_rows = valid & (positions > last_image[:, None] + skip_after_image) & (last_image[:, None] >= 0)
         counts = is_image.sum(dim=1)
         width = int(counts.max()) if len(counts) else 0
         image_index = torch.zeros((input_ids.shape[0], width), dtype=torch.long, device=input_ids.device)
@@ -211,21 +214,34 @@ def _attention_capture(model, modules, recorder: BlockRecorder):
         config._attn_implementation = original
 
 
-def top_singular_values(blocks: torch.Tensor, k: int, svd: str = "exact", oversample: int = 5,
-                        niter: int = 2, seed: int = 0) -> torch.Tensor:
+RANDOMIZED_SVD_SEED = 42  # the release seeds torch once, with 42, before its pass
+
+
+@contextmanager
+def randomized_svd_pass(svd: str, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch once for a whole pass, as the release does, so that svd='randomized' draws one random stream
+    over the pass's batches (the numbers depend on the batches' order, as the release's on its process count);
+    the caller's RNG state is restored afterwards. Does nothing for svd='exact'."""
+    if svd != "randomized":
+        yield
+        return
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(RANDOMIZED_SVD_SEED)
+        yield
+
+
+def top_singular_values(blocks: torch.Tensor, k: int, svd: str = "exact", niter: int = 2) -> torch.Tensor:
     """(..., m, n) → (..., k) largest singular values, descending (zeros where the rank is below k).
 
-    svd='exact': torch.linalg.svdvals; 'randomized': torch.svd_lowrank (Halko et al.), as the release uses,
-    for blocks too large to decompose exactly; seeded so that a rerun gives the same numbers.
+    svd='exact': torch.linalg.svdvals; 'randomized': torch.svd_lowrank(blocks, q=k) (Halko et al.) as the release
+    calls it, no oversampling, drawing from torch's RNG (seed it once per pass: randomized_svd_pass).
     """
     blocks = blocks.float()
     if svd == "exact":
         values = torch.linalg.svdvals(blocks)
     elif svd == "randomized":
-        q = min(k + oversample, *blocks.shape[-2:])
-        with torch.random.fork_rng(devices=[blocks.device] if blocks.is_cuda else []):
-            torch.manual_seed(seed)
-            values = torch.svd_lowrank(blocks, q=q, niter=niter)[1]
+        values = torch.svd_lowrank(blocks, q=min(k, *blocks.shape[-2:]), niter=niter)[1]
     else:
         raise ValueError(f"svd must be exact or randomized, got {svd!r}")
     if values.shape[-1] < k:

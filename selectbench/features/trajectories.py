@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.attention import BatchLayout, record_blocks, top_singular_values
+from selectbench.features.attention import BatchLayout, randomized_svd_pass, record_blocks, top_singular_values
 from selectbench.features.passes import device_for, example_losses, read_checkpoints, run_shard, shard_batches_for
 from selectbench.models.build import load_checkpoint
 
@@ -31,10 +31,12 @@ def trajectories_for_checkpoint(model, batches: list[dict[str, torch.Tensor]], s
     model.eval().to(device)
     image_token_id = model.config.image_token_id
     sv, loss, n_text, n_image = [], [], [], []
-    with record_blocks(model, spec["attention"], spec["layers"], spec["combine"]) as recorder:
+    with (record_blocks(model, spec["attention"], spec["layers"], spec["combine"]) as recorder,
+          randomized_svd_pass(spec["svd"], device)):
         for batch in tqdm(batches, desc=desc, mininterval=10):
             batch = {k: v.to(device) for k, v in batch.items()}
-            layout = BatchLayout.from_inputs(batch["input_ids"], batch["attention_mask"], image_token_id)
+            layout = BatchLayout.from_inputs(batch["input_ids"], batch["attention_mask"], image_token_id,
+                                             spec["skip_after_image"])
             recorder.reset(layout)
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         pixel_values=batch["pixel_values"])

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from selectbench.data.images import ImageLoader
-from selectbench.features.attention import BatchLayout, record_blocks, top_singular_values
+from selectbench.features import FEATURES
+from selectbench.features.attention import BatchLayout, randomized_svd_pass, record_blocks, top_singular_values
+from selectbench.features.trajectories import trajectories_for_checkpoint
 from selectbench.models.build import load_checkpoint
 from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
@@ -93,6 +95,38 @@ def test_released_block_matches_the_released_formula(loaded):
         assert not blocks[b, 0].numpy()[mask].any()
 
 
+def _released_reference(model, example, k=5):
+    """The release's formula for one example on its own (no padding), in float64: per layer softmax over the last
+    axis of K·Qᵀ/√width from the full-width projections, rows from one token after the image block (its slice
+    [:, 612:, 35:611]), image columns; blocks summed over layers; the sum of the top-k singular values."""
+    inputs = {key: example[key] for key in ("input_ids", "attention_mask", "pixel_values")}
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
+    ids = example["input_ids"][0].numpy()
+    image = np.flatnonzero(ids == model.config.image_token_id)
+    rows = np.arange(image.max() + 2, len(ids))
+    total = 0
+    for layer, module in enumerate(model.model.language_model.layers):
+        with torch.no_grad():
+            x = module.input_layernorm(hidden[layer])
+            q = module.self_attn.q_proj(x)[0].double().numpy()
+            key = module.self_attn.k_proj(x)[0].double().numpy()
+        scores = key @ q.T / np.sqrt(q.shape[1])
+        probs = np.exp(scores - scores.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        total = total + probs[rows][:, image]
+    return np.linalg.svd(total, compute_uv=False)[:k].sum()
+
+
+def test_released_trajectories_equal_the_releases_formula_one_example_at_a_time(loaded):
+    model, batch, collate, dataset = loaded
+    spec = FEATURES["attention_trajectories"].spec({})
+    assert spec["attention"] == "released" and spec["skip_after_image"] == 1
+    got = trajectories_for_checkpoint(model, [batch], spec, torch.device("cpu"))["sv"][:, 0].sum(-1)
+    want = np.array([_released_reference(model, collate([dataset[b]])) for b in range(len(dataset))])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 @pytest.mark.parametrize("attention", ["released", "paper"])
 def test_padding_does_not_change_an_example(loaded, attention):
     model, batch, collate, dataset = loaded
@@ -113,9 +147,26 @@ def test_top_singular_values_match_numpy_and_ignore_zero_padding():
     for row in got:
         np.testing.assert_allclose(row[:4], want, rtol=1e-5)
         np.testing.assert_array_equal(row[4:], 0)  # rank 4: the rest is zero
-    approx = top_singular_values(torch.from_numpy(padded), 2, svd="randomized").numpy()
-    np.testing.assert_allclose(approx, np.stack([want[:2]] * 2), rtol=1e-3)
-    np.testing.assert_array_equal(approx, top_singular_values(torch.from_numpy(padded), 2, svd="randomized"))
+    with randomized_svd_pass("randomized"):
+        approx = top_singular_values(torch.from_numpy(padded), 2, svd="randomized").numpy()
+    # q = k, no oversampling (the release's call): the leading value is close, the others are lower bounds
+    np.testing.assert_allclose(approx[:, 0], want[0], rtol=1e-3)
+    assert (approx <= want[:2] + 1e-5).all() and (approx[:, 1] > 0.9 * want[1]).all()
+
+
+def test_randomized_svd_is_the_releases_call_seeded_once_per_pass():
+    """torch.svd_lowrank(A, q=k) after one torch.manual_seed(42), batch after batch, as the release runs it."""
+    blocks = [torch.from_numpy(np.random.default_rng(i).random((3, 12, 9)).astype(np.float32)) for i in range(2)]
+    torch.manual_seed(42)
+    want = [torch.svd_lowrank(b, q=5)[1] for b in blocks]
+    torch.manual_seed(7)
+    outside = torch.rand(1)
+    torch.manual_seed(7)
+    with randomized_svd_pass("randomized"):
+        got = [top_singular_values(b, 5, svd="randomized") for b in blocks]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert torch.equal(torch.rand(1), outside), "the caller's RNG state is restored"
 
 
 def test_bad_settings_are_rejected(loaded):

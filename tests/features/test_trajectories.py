@@ -81,8 +81,8 @@ def test_gather_rejects_overlapping_shards(tmp_path):
 def test_feature_specs_validate_and_name_themselves():
     feature = FEATURES["attention_trajectories"]
     spec = feature.spec({"k": 3})
-    assert spec_label(spec) == "attention-released_combine-sum_k-3_layers-all_svd-exact"
-    assert spec_label(feature.spec({"layers": [0, -1]})).endswith("layers-0+-1_svd-exact")
+    assert spec_label(spec) == "attention-released_combine-sum_k-3_layers-all_skip_after_image-1_svd-exact"
+    assert spec_label(feature.spec({"layers": [0, -1]})).endswith("layers-0+-1_skip_after_image-1_svd-exact")
     with pytest.raises(ValueError, match="no setting"):
         feature.spec({"heads": 2})
     with pytest.raises(ValueError, match="combine"):

@@ -46,7 +46,7 @@ def _params(xmas, **overrides):
 
 
 def test_balanced_across_planted_clusters_unlike_random(tmp_path, xmas):
-    params = _params(xmas)
+    params = _params(xmas, clusters=6)  # as released, the text-only rows' zero trajectories take one cluster
     ctx, truth = _context(tmp_path, params)
     method = xmas()
     scores = method.score(ctx)
@@ -92,17 +92,45 @@ def test_instability_is_total_variation_of_the_sum_of_top_k(tmp_path, xmas):
 
 def test_variants_and_knobs_map_to_feature_specs(xmas):
     released = xmas.feature_spec("attention_trajectories", _params(xmas))
-    assert released == {"attention": "released", "combine": "sum", "k": 5, "layers": "all", "svd": "exact"}
+    assert released == {"attention": "released", "combine": "sum", "k": 5, "layers": "all", "svd": "exact",
+                        "skip_after_image": 1}
     paper = xmas.feature_spec("attention_trajectories", _params(xmas, variant="paper", combine="concat"))
-    assert paper["attention"] == "paper" and paper["combine"] == "concat"
+    assert paper["attention"] == "paper" and paper["combine"] == "concat" and paper["skip_after_image"] == 0
+    assert xmas.feature_spec("attention_trajectories", _params(xmas, skip_after_image=0))["skip_after_image"] == 0
     # selection-only knobs share one extraction
     assert xmas.feature_spec("attention_trajectories", _params(xmas, clusters=7, order="random")) == released
     with pytest.raises(ValueError, match="variant"):
         xmas.feature_spec("attention_trajectories", {**xmas.parameters, "variant": "v2"})
 
 
+@pytest.mark.parametrize("variant, kmeans_rows, clustered", [("released", None, "all"), ("paper", None, "image"),
+                                                             ("released", "image", "image")])
+def test_kmeans_rows_as_released_include_text_only_rows_as_zeros(tmp_path, xmas, monkeypatch, variant, kmeans_rows,
+                                                                  clustered):
+    """The release clusters every row (text-only trajectories as zeros), then moves text-only rows to a cluster
+    of their own numbered after the largest k-means label."""
+    seen = []
+
+    def fake_kmeans(x, k, seed, niter, backend, n_init):
+        seen.append(x)
+        return np.arange(len(x)) % k  # the text-only rows (last) get labels as any other row
+
+    monkeypatch.setitem(xmas.select.__globals__, "kmeans", fake_kmeans)
+    ctx, truth = _context(tmp_path, _params(xmas, variant=variant, kmeans_rows=kmeans_rows))
+    method = xmas()
+    sel = method.select(ctx, method.score(ctx), 100, seed=0)
+    x, n_img = seen[0], len(truth)
+    if clustered == "all":
+        assert len(x) == ctx.size and not x[n_img:].any() and np.isfinite(x).all()
+    else:
+        assert len(x) == n_img
+    assert sel.details["text_only_cluster"] == 5  # labels 0..4 from k-means, text-only after them
+
+
 @pytest.mark.parametrize("bad, message", [({"variant": "v2"}, "variant"), ({"order": "best"}, "order"),
-                                          ({"clusters": 0}, "clusters"), ({"feature": "norm"}, "feature")])
+                                          ({"clusters": 0}, "clusters"), ({"feature": "norm"}, "feature"),
+                                          ({"kmeans_rows": "text"}, "kmeans_rows"),
+                                          ({"skip_after_image": 3}, "skip_after_image")])
 def test_bad_parameters_are_rejected_when_planning(xmas, bad, message):
     from selectbench.selection.registry import MethodError
 
