@@ -1,6 +1,8 @@
 """LLaVA's vicuna_v1 prompt and label masking: only assistant answers (and their closing </s>) are supervised.
 
 Prompt: "{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>"
+after the tokenizer's BOS where the template's `bos` says so: LLaVA's Llama tokenizer adds <s>; TinyLLaVA's "phi"
+template, the XMAS proxy's, is the same prompt with the LM's eos closing each answer and no BOS.
 The whole conversation is tokenised as one string, as LLaVA and transformers' LlavaProcessor do (with a
 SentencePiece tokenizer such as Vicuna's, a segment tokenised on its own would gain a leading "▁"), and each
 <image> token then expands to exactly the number of image tokens the vision tower produces. Labels come from
@@ -60,13 +62,14 @@ def normalise_image_position(text: str) -> str:
 class VicunaV1:
     """Encodes LLaVA conversations for training and builds generation prompts for evaluation."""
 
-    def __init__(self, tokenizer, image_seq_length: int, system: str = DEFAULT_SYSTEM, max_length: int = 2048):
+    def __init__(self, tokenizer, image_seq_length: int, system: str = DEFAULT_SYSTEM, max_length: int = 2048,
+                 bos: bool = True):
         self.tok = tokenizer
         self.image_seq_length = image_seq_length
         self.system = system
         self.max_length = max_length
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
-        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.bos = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
         self.eos_id = tokenizer.eos_token_id
         self.eos_text = tokenizer.eos_token
         if not getattr(tokenizer, "is_fast", False):
@@ -165,8 +168,9 @@ class VicunaV1:
 
 
 def make_template(tokenizer, model, template_cfg: dict) -> VicunaV1:
-    """The vicuna_v1 template of a role (its `template:` block); model: a LLaVA model or just its config (all the
-    template needs is image_seq_length)."""
+    """The vicuna_v1 template of a role (its `template:` block: system, max_length, bos — whether ids start with the
+    tokenizer's BOS, false for TinyLLaVA's phi); model: a LLaVA model or just its config (all the template needs
+    is image_seq_length)."""
     config = getattr(model, "config", model)
     return VicunaV1(tokenizer, config.image_seq_length, system=template_cfg.get("system", ""),
-                    max_length=template_cfg.get("max_length", 2048))
+                    max_length=template_cfg.get("max_length", 2048), bos=template_cfg.get("bos", True))

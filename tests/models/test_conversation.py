@@ -77,3 +77,29 @@ def test_tokenizer_learns_the_rendered_prompt(tmp_path):
     assert tok.tokenize(" ASSISTANT:") == ["ĠASSISTANT", ":"]
     answers = [t for t, label in zip(tmpl.encode(CONV).input_ids, tmpl.encode(CONV).labels) if label != IGNORE_INDEX]
     assert tok.convert_ids_to_tokens(answers) == ["Ġ", "7", "</s>", "ĠNo", "</s>"]
+
+
+def test_paper_proxy_follows_tinyllavas_phi_template_without_bos(stablelm_dir, clip_dir):
+    """TinyLLaVA's phi template (the XMAS proxy's) adds no BOS before the system prompt; StableLM-2's tokenizer
+    names <|endoftext|> as its BOS, which LLaVA's vicuna_v1 (the target's) would put first."""
+    import types
+    from pathlib import Path
+
+    import yaml
+
+    from selectbench.models.assemble import assemble_llava
+    from selectbench.models.conversation import make_template
+    from tests.models.conftest import pretrained_cfg
+
+    _, tokenizer, _ = assemble_llava(pretrained_cfg(stablelm_dir, clip_dir, None))
+    models = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "paper.yaml").read_text())["models"]
+    config = types.SimpleNamespace(image_seq_length=3)
+    proxy = make_template(tokenizer, config, models["proxy"]["template"])
+    ids = proxy.encode(CONV).input_ids
+    assert tokenizer.bos_token == "<|endoftext|>" and ids[0] != tokenizer.bos_token_id
+    assert tokenizer.decode(ids).startswith("A chat between a curious user")
+    assert ids == tokenizer(tokenizer.decode(ids), add_special_tokens=False)["input_ids"]
+    assert proxy.prompt("What?", with_image=False)[0] != tokenizer.bos_token_id
+    assert "bos_token" not in proxy.chat_template()
+    target = make_template(tokenizer, config, models["target"]["template"])
+    assert target.encode(CONV).input_ids == [tokenizer.bos_token_id] + ids
