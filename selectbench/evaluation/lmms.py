@@ -4,8 +4,9 @@ built-in evaluator (values in percent), each labelled with its protocol.
 
 Failures lmms-eval does not report are checked here: judge-scored tasks without a judge (mmvet scores every
 answer 0, mmbench picks random letters for answers its rules cannot parse), a run that exits 0 without a results
-file (the CLI does so when the model fails to load), and empty answers (llava_hf returns "" when generation
-fails, scored as wrong), counted from the logged samples.
+file (the CLI does so when the model fails to load), empty answers (llava_hf returns "" when generation fails,
+scored as wrong), counted from the logged samples, and judge calls that failed with a key set (MM-Vet grades 0.0,
+MMBench random letters), counted per task.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 PINNED_VERSION = "0.7.3"
 RESULTS_SUFFIX = "_results.json"
+# MMBench's random-letter fallbacks leave no trace in lmms-eval's files: the entry point (lmms_model) records them
+# here, in the run's output folder, named by this environment variable
+FALLBACKS_FILE = "judge_fallbacks.jsonl"
+FALLBACKS_ENV = "SELECTBENCH_JUDGE_FALLBACKS"
 
 
 class LmmsEvalError(RuntimeError):
@@ -70,6 +75,7 @@ class LmmsConfig:
     model_args: dict = field(default_factory=dict)     # besides pretrained (the model directory)
     judge: Judge | None = None
     max_empty_fraction: float = 0.02
+    max_judge_failures: int = 0                         # per task: failed MM-Vet grades, random MMBench letters
     offline: bool = True                                # HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE
     include_path: str | None = None                     # extra task folder (--include_path)
     timeout_s: float | None = None
@@ -97,6 +103,9 @@ class LmmsConfig:
                              "or a device such as cuda:0 / cpu")
         if not 0 <= out.max_empty_fraction < 1:
             raise ValueError(f"evaluation.lmms_eval.max_empty_fraction {out.max_empty_fraction}: expected [0, 1)")
+        if isinstance(out.max_judge_failures, bool) or not isinstance(out.max_judge_failures, int) \
+                or out.max_judge_failures < 0:
+            raise ValueError(f"evaluation.lmms_eval.max_judge_failures {out.max_judge_failures!r}: expected a count >= 0")
         return out
 
 
@@ -309,6 +318,37 @@ def check_empty(task: str, empty: int, total: int, max_fraction: float, where: s
                             f"generation fails, and an empty answer is scored as wrong){where}")
 
 
+def read_fallbacks(results_path: Path) -> list[dict]:
+    """MMBench's random-letter fallbacks recorded by the entry point in the run's output folder (the folder above
+    lmms-eval's model folder); a missing file means the recorder did not run, so nothing can be said."""
+    path = Path(results_path).parent.parent / FALLBACKS_FILE
+    if not path.exists():
+        raise LmmsEvalError(f"{path}: no judge fallback record; MMBench's random letters cannot be counted (run "
+                            "lmms-eval through selectbench.evaluation.lmms_model, as build_command does)")
+    return read_samples(path)
+
+
+def judge_failures(task: str, samples: list[dict], fallbacks: list[dict] | None = None) -> list:
+    """Ids of the samples whose judge-scored number is not a judge's: MM-Vet samples graded 0.0 because the judge
+    call failed (lmms-eval then logs eval_model ""), and MMBench answers given a random letter after the judge
+    failed three times (matched to this task's samples by index and question, which differ between EN and CN)."""
+    records = [s.get("gpt_eval_score") for s in samples]
+    if task == "mmvet":
+        return [r.get("question_id", s.get("doc_id")) if isinstance(r, dict) else s.get("doc_id")
+                for s, r in zip(samples, records) if not isinstance(r, dict) or not str(r.get("eval_model") or "")]
+    mine = {(int(r["index"]), str(r["question"])) for r in records if isinstance(r, dict) and "index" in r}
+    return [f["index"] for f in fallbacks or [] if (int(f["index"]), str(f["question"])) in mine]
+
+
+def check_judge_failures(task: str, failed: list, total: int, max_failures: int, where: str = "") -> None:
+    if len(failed) > max_failures:
+        what = ("graded 0.0 because the judge call failed" if task == "mmvet"
+                else "given a random letter because the judge failed to match them")
+        raise LmmsEvalError(f"{task}: {len(failed)} of {total} samples were {what} (above "
+                            f"evaluation.lmms_eval.max_judge_failures {max_failures}; e.g. {failed[:5]}); check the "
+                            f"judge's key, URL and network from the compute node{where}")
+
+
 def _yes_no_indicators(samples: list[dict], metric: str) -> dict[str, list[float]] | None:
     """POPE's per-sample records ({score, prediction, ground_truth}) as the indicators its F1 is recomputed from
     (selectbench.report.intervals): lmms-eval's F1 counts an answer as a positive exactly when it is "yes"."""
@@ -347,6 +387,7 @@ def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, ve
     (selectbench.evaluation.items) from a finished run's files."""
     values = parse_results(results_path, tasks, specs)
     rows, predictions, per_item = [], {}, []
+    fallbacks = read_fallbacks(results_path) if any(specs[t].judge and t != "mmvet" for t in tasks) else []
     for task in tasks:
         spec = specs[task]
         label = protocol(spec, version, cfg.judge)
@@ -360,6 +401,14 @@ def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, ve
             if empty:
                 log.warning("%s: %d of %d answers are empty", task, empty, len(samples))
             rows.append({**key, "benchmark": task, "metric": "empty_answers", "value": empty, "protocol": label})
+        if spec.judge:
+            failed = judge_failures(task, samples, fallbacks)
+            check_judge_failures(task, failed, len(samples), cfg.max_judge_failures,
+                                 f" ({samples_path(results_path, task)})")
+            if failed:
+                log.warning("%s: %d judge failures (e.g. %s)", task, len(failed), failed[:5])
+            rows.append({**key, "benchmark": task, "metric": "judge_failures", "value": len(failed),
+                         "protocol": label})
         predictions[task] = [{"id": s.get("doc_id"), "output": response(s)} for s in samples]
         per_item += item_rows(key, task, [s.get("doc_id") for s in samples], sample_scores(samples, spec))
     return rows, predictions, per_item
@@ -376,8 +425,9 @@ def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, 
                   items_out: Path | None = None) -> list[dict]:
     """Evaluate a saved model with lmms-eval on its leaf tasks → long-format rows in percent (also written to out_csv,
     with the per-sample answers in predictions_out). lmms-eval's own files stay in <out_csv without .csv>.lmms/.
-    Besides each task's metrics, rows hold its sample count ("samples") and, for generation tasks, the number of
-    empty answers ("empty_answers"): counts, not percent."""
+    Besides each task's metrics, rows hold its sample count ("samples"), for generation tasks the number of
+    empty answers ("empty_answers") and for judge-scored tasks the number of judge failures ("judge_failures"):
+    counts, not percent."""
     from selectbench.evaluation.run import write_outputs
 
     cfg = LmmsConfig.from_dict(lmms_cfg)
@@ -390,6 +440,7 @@ def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, 
         shutil.rmtree(output_dir)   # results of an earlier run must not be read as this run's
     output_dir.mkdir(parents=True)
     log_path = output_dir / "lmms_eval.log"
+    env[FALLBACKS_ENV] = str(output_dir / FALLBACKS_FILE)
     run(build_command(Path(model_dir), tasks, cfg, output_dir), env, log_path, cfg.timeout_s)
     rows, predictions, per_item = collect(find_results(output_dir, log_path), tasks, cfg, key, version, specs)
     if items_out is not None:

@@ -3,12 +3,14 @@ predict.loglikelihoods behind lmms-eval's model interface, so the real harness c
 
 Run as a module, this is lmms-eval's own command line with the model registered under the name "selectbench":
 ``python -m selectbench.evaluation.lmms_model --model selectbench --model_args pretrained=DIR,template=FILE ...``
-(for any other model, such as llava_hf, it behaves exactly as ``python -m lmms_eval``).
+(for any other model, such as llava_hf, it behaves as ``python -m lmms_eval``, and records MMBench's random-letter
+fallbacks where the suite asks for them: record_judge_fallbacks).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -116,8 +118,39 @@ def register() -> None:
     MODEL_REGISTRY_V2.register_manifest(MANIFEST, overwrite=True)
 
 
+RANDOM_LETTER = "Failed to predict, thus randomly generate one."
+
+
+def record_judge_fallbacks(path: Path) -> None:
+    """Append to path (JSON lines: index, question, prediction, letter) every MMBench answer that lmms-eval 0.7.3
+    gives a random letter (or none) after its judge failed: its samples and results do not show it."""
+    from lmms_eval.tasks.mmbench.mmbench_evals import MMBench_Evaluator
+
+    path = Path(path)
+    path.touch()
+    original = MMBench_Evaluator.extract_answer_from_item
+    if getattr(original, "records_fallbacks", False):
+        return
+
+    def extract_answer_from_item(self, item):
+        out = original(self, item)
+        if out is None or str(out[1]).startswith(RANDOM_LETTER):
+            record = {"index": int(item["index"]), "question": str(item["question"]),
+                      "prediction": str(item["prediction"]), "letter": None if out is None else out[0]}
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return out
+
+    extract_answer_from_item.records_fallbacks = True
+    MMBench_Evaluator.extract_answer_from_item = extract_answer_from_item
+
+
 def main() -> None:
     register()
+    from selectbench.evaluation.lmms import FALLBACKS_ENV
+
+    if os.environ.get(FALLBACKS_ENV):
+        record_judge_fallbacks(Path(os.environ[FALLBACKS_ENV]))
     from lmms_eval.__main__ import cli_evaluate
 
     cli_evaluate()

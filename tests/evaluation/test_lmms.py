@@ -273,3 +273,100 @@ def test_per_item_scores_come_from_the_logged_samples(tmp_path):
                                      for i, v in enumerate([1.0, 0.0])))
     _, _, items = collect(path, ["gqa"], LmmsConfig(), KEY, "0.7.3")
     assert [(r["item"], r["metric"], r["value"]) for r in items] == [(0, "exact_match", 100.0), (1, "exact_match", 0.0)]
+
+
+def _judged_run(tmp_path: Path, samples: dict[str, list[dict]], fallbacks: list[dict] | None) -> Path:
+    """A run folder with judge-scored tasks: per-sample gpt_eval_score records as lmms-eval 0.7.3 logs them."""
+    path = _results_dir(tmp_path, {t: {"gpt_eval_score,none": 30.0} for t in samples}, {t: [] for t in samples},
+                        {t: {"original": len(s), "effective": len(s)} for t, s in samples.items()})
+    for task, records in samples.items():
+        lmms.samples_path(path, task).write_text("".join(
+            json.dumps({"doc_id": i, "filtered_resps": [r.get("pred_answer", r.get("prediction"))],
+                        "gpt_eval_score": r}) + "\n" for i, r in enumerate(records)))
+    if fallbacks is not None:
+        (path.parent.parent / lmms.FALLBACKS_FILE).write_text("".join(json.dumps(f) + "\n" for f in fallbacks))
+    return path
+
+
+def _mmvet_record(i: int, score: float, eval_model: str) -> dict:
+    return {"question_id": f"v1_{i}", "question": "q", "gt_answer": "a", "capabilities": "rec", "pred_answer": "a",
+            "score": score, "eval_model": eval_model}
+
+
+def test_failed_mmvet_judge_calls_fail_the_job_and_are_counted(tmp_path):
+    """A judge call that fails leaves score 0.0 with eval_model "" (lmms-eval logs it at info level only); a real
+    0.0 grade names the judge's model."""
+    records = [_mmvet_record(0, 1.0, "gpt-4o-2024-11-20"), _mmvet_record(1, 0.0, "gpt-4o-2024-11-20"),
+               _mmvet_record(2, 0.0, ""), _mmvet_record(3, 0.0, "")]
+    path = _judged_run(tmp_path / "a", {"mmvet": records}, None)
+    with pytest.raises(LmmsEvalError, match=r"mmvet: 2 of 4 samples were graded 0.0 because the judge call failed "
+                                            r".*max_judge_failures 0; e.g. \['v1_2', 'v1_3'\]"):
+        collect(path, ["mmvet"], LmmsConfig(), KEY, "0.7.3")
+    rows, _, _ = collect(path, ["mmvet"], LmmsConfig(max_judge_failures=2), KEY, "0.7.3")
+    assert {r["metric"]: r["value"] for r in rows}["judge_failures"] == 2
+    healthy = _judged_run(tmp_path / "b", {"mmvet": records[:2]}, None)
+    rows, _, _ = collect(healthy, ["mmvet"], LmmsConfig(), KEY, "0.7.3")
+    assert {r["metric"]: r["value"] for r in rows}["judge_failures"] == 0
+    with pytest.raises(ValueError, match="max_judge_failures"):
+        LmmsConfig.from_dict({"model": "selectbench", "max_judge_failures": -1})
+
+
+def _mmbench_record(index: int, question: str, prediction: str) -> dict:
+    return {"index": index, "question": question, "answer": "A", "prediction": prediction, "hint": "nan",
+            "source": "s", "split": "dev", "category": "c", "L2-category": "l2", "A": "cat", "B": "dog",
+            "C": "cow", "D": "nan"}
+
+
+def test_mmbench_random_letters_are_recorded_and_fail_the_job(tmp_path):
+    """lmms-eval's own MMBench matcher, with a judge whose calls fail: the answer its rules cannot parse gets a
+    random letter, which the entry point records; collect counts it for its task (EN and CN share indices) and
+    fails above the threshold."""
+    pd = pytest.importorskip("pandas")
+    from lmms_eval.tasks.mmbench.mmbench_evals import MMBench_Evaluator
+
+    from selectbench.evaluation.lmms_model import record_judge_fallbacks
+
+    record = tmp_path / lmms.FALLBACKS_FILE
+    original = MMBench_Evaluator.extract_answer_from_item
+    try:
+        record_judge_fallbacks(record)
+        evaluator = MMBench_Evaluator()
+        evaluator.get_chat_response = lambda *a, **k: "Failed to obtain answer via API"
+        for index, prediction in ((7, "I cannot tell"), (8, "B")):
+            item = pd.Series({**_mmbench_record(index, "Which animal?", prediction), "D": float("nan")})
+            letter, _ = evaluator.extract_answer_from_item(item)
+            assert letter in "ABCE"
+    finally:
+        MMBench_Evaluator.extract_answer_from_item = original
+    fallbacks = lmms.read_samples(record)
+    assert [(f["index"], f["prediction"]) for f in fallbacks] == [(7, "I cannot tell")]
+
+    en = [_mmbench_record(i, "Which animal?", p) for i, p in ((7, "I cannot tell"), (8, "B"))]
+    cn = [_mmbench_record(i, "哪种动物？", p) for i, p in ((7, "A"), (8, "B"))]
+    path = _judged_run(tmp_path / "run", {"mmbench_en_dev": en, "mmbench_cn_dev": cn}, fallbacks)
+    with pytest.raises(LmmsEvalError, match=r"mmbench_en_dev: 1 of 2 samples were given a random letter.*e\.g\. \[7\]"):
+        collect(path, ["mmbench_cn_dev", "mmbench_en_dev"], LmmsConfig(), KEY, "0.7.3")
+    rows, _, _ = collect(path, ["mmbench_cn_dev", "mmbench_en_dev"], LmmsConfig(max_judge_failures=1), KEY, "0.7.3")
+    assert {r["benchmark"]: r["value"] for r in rows if r["metric"] == "judge_failures"} == {
+        "mmbench_cn_dev": 0, "mmbench_en_dev": 1}
+    unrecorded = _judged_run(tmp_path / "unrecorded", {"mmbench_en_dev": en}, None)
+    with pytest.raises(LmmsEvalError, match="no judge fallback record"):
+        collect(unrecorded, ["mmbench_en_dev"], LmmsConfig(), KEY, "0.7.3")
+
+
+def test_the_run_tells_the_entry_point_where_to_record_fallbacks(tmp_path, monkeypatch):
+    seen = {}
+
+    def stop(cmd, env, *args):
+        seen.update(env)
+        raise LmmsEvalError("stopped after the command")
+
+    monkeypatch.setattr(lmms, "installed_version", lambda: "0.7.3")
+    monkeypatch.setattr(lmms, "run", stop)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    specs = {"local": lmms.TaskSpec("local", {"exact_match": 100.0}, "exact_match", "a local set", hub=False)}
+    with pytest.raises(LmmsEvalError, match="stopped"):
+        evaluate_lmms(model, ["local"], {"model": "selectbench"}, KEY, tmp_path / "e.csv", tmp_path / "p.json", specs)
+    assert seen[lmms.FALLBACKS_ENV] == str(tmp_path / "e.lmms" / lmms.FALLBACKS_FILE)
