@@ -93,7 +93,8 @@ class XMAS(Method):
         text_only = scores["text_only"].astype(bool)
         image_rows = np.flatnonzero(~text_only)
         k_seed = seed if p["seed"] is None else int(p["seed"])
-        clustered = np.arange(ctx.size) if self.resolved(p)["kmeans_rows"] == "all" else image_rows
+        kmeans_rows = self.resolved(p)["kmeans_rows"]
+        clustered = np.arange(ctx.size) if kmeans_rows == "all" else image_rows
         labels = np.full(ctx.size, -1, dtype=np.int64)
         labels[clustered] = kmeans(np.nan_to_num(scores["features"][clustered], nan=0.0), p["clusters"], k_seed,
                                    p["kmeans_iterations"], backend=p["kmeans_backend"], n_init=p["kmeans_restarts"])
@@ -107,4 +108,5 @@ class XMAS(Method):
             "clusters": int(len(np.unique(labels[image_rows]))), "text_only_cluster": text_cluster,
             "dropped_clusters": len(sample.dropped), "filled_from_dropped": sample.filled,
             "taken_per_cluster": {str(c): [int(sizes[c]), t] for c, t in sample.per_cluster.items()},
-            "kmeans_seed": k_seed, "padding": "excluded from rows and softmax (the release lets it in)"})
+            "kmeans_seed": k_seed, "kmeans_rows": kmeans_rows,
+            "padding": "excluded from rows and softmax (the release lets it in)"})

@@ -125,6 +125,7 @@ def test_kmeans_rows_as_released_include_text_only_rows_as_zeros(tmp_path, xmas,
     else:
         assert len(x) == n_img
     assert sel.details["text_only_cluster"] == 5  # labels 0..4 from k-means, text-only after them
+    assert sel.details["kmeans_rows"] == clustered
 
 
 @pytest.mark.parametrize("bad, message", [({"variant": "v2"}, "variant"), ({"order": "best"}, "order"),
