@@ -32,6 +32,8 @@ RESULTS_SUFFIX = "_results.json"
 # here, in the run's output folder, named by this environment variable
 FALLBACKS_FILE = "judge_fallbacks.jsonl"
 FALLBACKS_ENV = "SELECTBENCH_JUDGE_FALLBACKS"
+# LLaVA evaluates greedily; lmms-eval's mmvet.yaml samples at temperature 0.2 (llava_hf samples when it is > 0)
+GREEDY = {"temperature": 0}
 
 
 class LmmsEvalError(RuntimeError):
@@ -73,6 +75,7 @@ class LmmsConfig:
 
     model: str = "llava_hf"
     model_args: dict = field(default_factory=dict)     # besides pretrained (the model directory)
+    gen_kwargs: dict = field(default_factory=lambda: dict(GREEDY))  # --gen_kwargs, every task; {}: the task YAMLs'
     judge: Judge | None = None
     max_empty_fraction: float = 0.02
     max_judge_failures: int = 0                         # per task: failed MM-Vet grades, random MMBench letters
@@ -103,6 +106,9 @@ class LmmsConfig:
                              "or a device such as cuda:0 / cpu")
         if not 0 <= out.max_empty_fraction < 1:
             raise ValueError(f"evaluation.lmms_eval.max_empty_fraction {out.max_empty_fraction}: expected [0, 1)")
+        if not isinstance(out.gen_kwargs, dict):
+            raise ValueError(f"evaluation.lmms_eval.gen_kwargs {out.gen_kwargs!r}: expected a mapping (e.g. "
+                             "{temperature: 0}; {} keeps each task YAML's own settings)")
         if isinstance(out.max_judge_failures, bool) or not isinstance(out.max_judge_failures, int) \
                 or out.max_judge_failures < 0:
             raise ValueError(f"evaluation.lmms_eval.max_judge_failures {out.max_judge_failures!r}: expected a count >= 0")
@@ -120,10 +126,25 @@ def installed_version() -> str:
     return version
 
 
-def protocol(spec: TaskSpec, version: str, judge: Judge | None = None) -> str:
-    """Label of a task's numbers, e.g. "lmms-eval 0.7.3: VQAv2 val (not test-dev), VQA soft accuracy"."""
+def temperature(spec: TaskSpec, gen_kwargs: dict | None = None) -> float:
+    """The temperature a generation task runs at: --gen_kwargs overrides the task YAML's (lmms-eval updates every
+    generate_until task's generation_kwargs with it)."""
+    gen_kwargs = GREEDY if gen_kwargs is None else gen_kwargs
+    return float(gen_kwargs.get("temperature", spec.temperature) or 0)
+
+
+def generation(spec: TaskSpec, gen_kwargs: dict | None = None) -> str:
+    """"greedy", or "temperature 0.2 sampled": how a generation task's answers were decoded."""
+    t = temperature(spec, gen_kwargs)
+    return "greedy" if t <= 0 else f"temperature {t:g} sampled"
+
+
+def protocol(spec: TaskSpec, version: str, judge: Judge | None = None, gen_kwargs: dict | None = None) -> str:
+    """Label of a task's numbers, e.g. "lmms-eval 0.7.3: VQAv2 val (not test-dev), VQA soft accuracy; greedy"
+    (gen_kwargs None: the default, greedy)."""
     text = f"lmms-eval {version}: {spec.protocol}"
-    return text + (f"; judge {judge.model}" if spec.judge and judge else "")
+    text += f"; judge {judge.model}" if spec.judge and judge else ""
+    return text + (f"; {generation(spec, gen_kwargs)}" if spec.generates else "")
 
 
 def check_tasks(tasks: list[str], cfg: LmmsConfig, specs: dict[str, TaskSpec] = TASKS) -> None:
@@ -168,20 +189,28 @@ def check_model_dir(model_dir: Path, cfg: LmmsConfig) -> None:
                                 "to its own Vicuna prompt. Save VicunaV1.chat_template() with the processor")
 
 
+def _arg_string(args: dict, where: str) -> list[str]:
+    """key=value items for lmms-eval's argument strings, which it splits on ',' and '='."""
+    parts = []
+    for key, value in sorted(args.items()):
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if any(c in text for c in ",="):
+            raise ValueError(f"evaluation.lmms_eval.{where}.{key}={text!r}: lmms-eval splits these arguments on ',' "
+                             "and '='")
+        parts.append(f"{key}={text}")
+    return parts
+
+
 def model_args(model_dir: Path, cfg: LmmsConfig) -> str:
     """lmms-eval's key=value,key=value string: pretrained first, then the configured arguments. The suite adds
     no device (llava_hf defaults to cuda; a CPU run configures device: cpu); device_map comes from the config."""
     reserved = {"pretrained": "the model directory is passed by the suite",
                 "batch_size": "the suite passes --batch_size 1 (llava_hf supports no other)"}
     parts = [f"pretrained={Path(model_dir).resolve()}"]
-    for key, value in sorted(cfg.model_args.items()):
+    for key in sorted(cfg.model_args):
         if key in reserved:
             raise ValueError(f"evaluation.lmms_eval.model_args.{key}: {reserved[key]}")
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        if any(c in text for c in ",="):
-            raise ValueError(f"evaluation.lmms_eval.model_args.{key}={text!r}: lmms-eval splits model_args on ',' "
-                             "and '='")
-        parts.append(f"{key}={text}")
+    parts += _arg_string(cfg.model_args, "model_args")
     if any(c in parts[0][len("pretrained="):] for c in ",="):
         raise ValueError(f"{model_dir}: a model path with ',' or '=' cannot be passed in lmms-eval's model_args")
     return ",".join(parts)
@@ -193,6 +222,8 @@ def build_command(model_dir: Path, tasks: list[str], cfg: LmmsConfig, output_dir
     cmd = [sys.executable, "-m", "selectbench.evaluation.lmms_model", "--model", cfg.model,
            "--model_args", model_args(model_dir, cfg), "--tasks", ",".join(tasks), "--batch_size", "1",
            "--log_samples", "--output_path", str(output_dir)]
+    if cfg.gen_kwargs:
+        cmd += ["--gen_kwargs", ",".join(_arg_string(cfg.gen_kwargs, "gen_kwargs"))]
     if cfg.include_path:
         cmd += ["--include_path", str(cfg.include_path)]
     return cmd
@@ -252,10 +283,11 @@ def samples_path(results_path: Path, task: str) -> Path:
     return results_path.parent / f"{date_id}_samples_{task}.jsonl"
 
 
-def parse_results(results_path: Path, tasks: list[str], specs: dict[str, TaskSpec] = TASKS
-                  ) -> dict[str, dict[str, float]]:
+def parse_results(results_path: Path, tasks: list[str], specs: dict[str, TaskSpec] = TASKS,
+                  gen_kwargs: dict | None = None) -> dict[str, dict[str, float]]:
     """{task: {metric: value in percent}} from lmms-eval's results file; a task or metric that is missing, not a
-    number, or outside 0–100 after scaling is an error naming the file."""
+    number, or outside 0–100 after scaling is an error naming the file, and so is a generation task whose logged
+    config ran at another temperature than gen_kwargs asks for (when given)."""
     data = json.loads(Path(results_path).read_text())
     results = data.get("results")
     if not isinstance(results, dict):
@@ -274,6 +306,12 @@ def parse_results(results_path: Path, tasks: list[str], specs: dict[str, TaskSpe
                 raise LmmsEvalError(f"{results_path}: {task} {metric} = {raw!r} × {factor:g} = {value:g} is outside "
                                     "0–100 percent (wrong scale?)")
             values[metric] = value
+        logged = ((data.get("configs") or {}).get(task) or {}).get("generation_kwargs")
+        if specs[task].generates and isinstance(logged, dict) and gen_kwargs is not None:
+            ran, expected = float(logged.get("temperature") or 0), temperature(specs[task], gen_kwargs)
+            if ran != expected:
+                raise LmmsEvalError(f"{results_path}: {task} ran at temperature {ran:g}, the config asks for "
+                                    f"{expected:g} (evaluation.lmms_eval.gen_kwargs): its protocol label would lie")
         counts = data.get("n-samples", {}).get(task, {})
         if counts and counts.get("effective") != counts.get("original"):
             raise LmmsEvalError(f"{results_path}: {task} was evaluated on {counts.get('effective')} of "
@@ -385,12 +423,12 @@ def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, ve
             specs: dict[str, TaskSpec] = TASKS) -> tuple[list[dict], dict, list[dict]]:
     """Rows (COLUMNS of run.py), predictions {task: [{id, output}]} and per-item rows
     (selectbench.evaluation.items) from a finished run's files."""
-    values = parse_results(results_path, tasks, specs)
+    values = parse_results(results_path, tasks, specs, cfg.gen_kwargs)
     rows, predictions, per_item = [], {}, []
     fallbacks = read_fallbacks(results_path) if any(specs[t].judge and t != "mmvet" for t in tasks) else []
     for task in tasks:
         spec = specs[task]
-        label = protocol(spec, version, cfg.judge)
+        label = protocol(spec, version, cfg.judge, cfg.gen_kwargs)
         samples = read_samples(samples_path(results_path, task))
         for metric, value in values[task].items():
             rows.append({**key, "benchmark": task, "metric": metric, "value": round(value, 4), "protocol": label})

@@ -38,6 +38,7 @@ class TaskSpec:
     chance: str = ""
     chance_level: tuple[str, float] | None = None
     alternative: str = ""      # what to run instead when no judge is configured
+    temperature: float = 0.0   # the task YAML's own generation temperature (llava_hf samples when > 0)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ _LMMS = (
              chance="0.4 circular"),
     TaskSpec("mmvet", {"gpt_eval_score": 1.0}, "gpt_eval_score",
              "MM-Vet, lmms-eval's prompt and judge (not LLaVA's scripts)", judge=True,
-             alternative="none (every answer needs the judge)"),
+             alternative="none (every answer needs the judge)", temperature=0.2),
 )
 _B = "selectbench.evaluation.benchmarks:"
 _BUILTIN = {

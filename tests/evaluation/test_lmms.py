@@ -52,6 +52,8 @@ def test_command_is_lmms_eval_cli_with_batch_1_logged_samples_and_no_device(tmp_
     model_args = flags[flags.index("--model_args") + 1]
     assert model_args == f"pretrained={(tmp_path / 'model').resolve()},attn_implementation=sdpa,dtype=bfloat16"
     assert "device" not in " ".join(cmd)
+    assert flags[flags.index("--gen_kwargs") + 1] == "temperature=0"  # greedy for every task, mmvet included
+    assert "--gen_kwargs" not in build_command(tmp_path / "m", ["t"], LmmsConfig(gen_kwargs={}), tmp_path / "o")
     with_tasks = build_command(tmp_path / "m", ["t"], LmmsConfig(include_path="/tasks"), tmp_path / "o")
     assert with_tasks[-2:] == ["--include_path", "/tasks"]
 
@@ -225,10 +227,10 @@ def test_empty_answers_are_counted_and_fail_above_the_threshold(tmp_path):
 
 def test_rows_carry_the_protocol_of_their_task(tmp_path):
     rows, _, _ = _run(tmp_path, ["a"] * 10, 0.02)
-    assert {r["protocol"] for r in rows} == {"lmms-eval 0.7.3: GQA testdev-balanced, exact match"}
+    assert {r["protocol"] for r in rows} == {"lmms-eval 0.7.3: GQA testdev-balanced, exact match; greedy"}
     assert all(r[k] == v for r in rows for k, v in KEY.items())
     assert "not test-dev" in lmms.protocol(TASKS["vqav2_val"], "0.7.3")
-    assert lmms.protocol(TASKS["mmvet"], "0.7.3", Judge(model="gpt-4o")).endswith("judge gpt-4o")
+    assert lmms.protocol(TASKS["mmvet"], "0.7.3", Judge(model="gpt-4o")).endswith("judge gpt-4o; greedy")
 
 
 def test_lmms_rows_make_tables_that_name_the_protocol_apart_from_published(tmp_path):
@@ -335,7 +337,7 @@ def test_mmbench_random_letters_are_recorded_and_fail_the_job(tmp_path):
         for index, prediction in ((7, "I cannot tell"), (8, "B")):
             item = pd.Series({**_mmbench_record(index, "Which animal?", prediction), "D": float("nan")})
             letter, _ = evaluator.extract_answer_from_item(item)
-            assert letter in "ABCE"
+            assert letter in "ABCDE"
     finally:
         MMBench_Evaluator.extract_answer_from_item = original
     fallbacks = lmms.read_samples(record)
@@ -370,3 +372,32 @@ def test_the_run_tells_the_entry_point_where_to_record_fallbacks(tmp_path, monke
     with pytest.raises(LmmsEvalError, match="stopped"):
         evaluate_lmms(model, ["local"], {"model": "selectbench"}, KEY, tmp_path / "e.csv", tmp_path / "p.json", specs)
     assert seen[lmms.FALLBACKS_ENV] == str(tmp_path / "e.lmms" / lmms.FALLBACKS_FILE)
+
+
+def test_generation_is_greedy_unless_configured_and_the_label_says_which(tmp_path):
+    """mmvet.yaml asks for temperature 0.2 and llava_hf samples above 0; the default --gen_kwargs makes every task
+    greedy, {} keeps the YAMLs, and the protocol names the decoding. A results file whose logged task config ran
+    at another temperature than the config asks for is an error."""
+    mmvet, gqa = TASKS["mmvet"], TASKS["gqa"]
+    assert lmms.protocol(mmvet, "0.7.3").endswith("(not LLaVA's scripts); greedy")
+    assert lmms.protocol(mmvet, "0.7.3", gen_kwargs={}).endswith("; temperature 0.2 sampled")
+    assert lmms.protocol(gqa, "0.7.3", gen_kwargs={}).endswith("; greedy")
+    assert lmms.protocol(gqa, "0.7.3", gen_kwargs={"temperature": 0.7}).endswith("; temperature 0.7 sampled")
+    assert lmms.protocol(TASKS["mmbench_en_dev"], "0.7.3").endswith("; greedy")
+    assert LmmsConfig.from_dict({"model": "selectbench"}).gen_kwargs == {"temperature": 0}
+    with pytest.raises(ValueError, match="gen_kwargs"):
+        LmmsConfig.from_dict({"model": "selectbench", "gen_kwargs": "temperature=0"})
+
+    records = [_mmvet_record(0, 1.0, "gpt-4o-2024-11-20")]
+    path = _judged_run(tmp_path, {"mmvet": records}, None)
+    body = json.loads(path.read_text())
+    body["configs"] = {"mmvet": {"generation_kwargs": {"max_new_tokens": 1024, "temperature": 0.2, "do_sample": False}}}
+    path.write_text(json.dumps(body))
+    with pytest.raises(LmmsEvalError, match="mmvet ran at temperature 0.2, the config asks for 0"):
+        collect(path, ["mmvet"], LmmsConfig(), KEY, "0.7.3")
+    rows, _, _ = collect(path, ["mmvet"], LmmsConfig(gen_kwargs={}), KEY, "0.7.3")
+    assert {r["protocol"] for r in rows} == {lmms.protocol(mmvet, "0.7.3", gen_kwargs={})}
+    body["configs"]["mmvet"]["generation_kwargs"]["temperature"] = 0
+    path.write_text(json.dumps(body))
+    rows, _, _ = collect(path, ["mmvet"], LmmsConfig(), KEY, "0.7.3")
+    assert all(r["protocol"].endswith("; greedy") for r in rows)

@@ -85,7 +85,7 @@ def test_fixture_is_the_paper_grid():
         assert {e["method"] for e in summary} == {REFERENCE, *PAPER["methods"]}
         proto = summary[0]["protocols"]
         assert all(p.startswith(f"lmms-eval {lmms.PINNED_VERSION}: ") for p in proto.values())
-        assert proto["mmvet"].endswith(f"judge {JUDGE.model}") and "judge" not in proto["vqav2_val"]
+        assert proto["mmvet"].endswith(f"judge {JUDGE.model}; greedy") and "judge" not in proto["vqav2_val"]
         assert all(e["relative"] is not None for e in summary)
 
 
