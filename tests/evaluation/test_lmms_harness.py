@@ -115,10 +115,19 @@ def test_results_file_in_lmms_eval_layout_parses_to_the_rows(both):
     # the rows are what collect() makes of that file: counts, no empty answer, the protocol label
     again, _, items = collect(results, list(specs), LmmsConfig(), KEY, "0.7.3", specs)
     assert again == rows
-    # per-item scores, where lmms-eval logs them, average to the task's number
-    for (task, metric), values in _by_metric(items).items():
+    # per-item scores, where lmms-eval logs them, average to the task's number; POPE's F1 comes back from its
+    # yes/no indicators (item rows only)
+    by = _by_metric(items)
+    for (task, metric), values in by.items():
+        if metric in ("predicted_yes", "label_yes"):
+            continue
         value = next(r["value"] for r in rows if r["benchmark"] == task and r["metric"] == metric)
         assert sum(values) / len(values) == pytest.approx(value, abs=1e-3), (task, metric)
+    pred, gold = by[("selectbench_pope", "predicted_yes")], by[("selectbench_pope", "label_yes")]
+    tp = sum(p * g for p, g in zip(pred, gold))
+    f1 = 200 * tp / (sum(pred) + sum(gold)) if sum(pred) + sum(gold) else 0.0
+    assert f1 == pytest.approx(next(r["value"] for r in rows if r["benchmark"] == "selectbench_pope"
+                                    and r["metric"] == "pope_f1_score"), abs=1e-3)
     assert {t for t, _ in _by_metric(items)} >= {"selectbench_textvqa", "selectbench_vqav2", "selectbench_gqa"}
     counts = {r["benchmark"]: r["value"] for r in rows if r["metric"] == "samples"}
     assert counts["selectbench_pope"] > 0 and counts["selectbench_mmbench"] % 4 == 0
