@@ -194,14 +194,19 @@ def test_missing_results_file_is_an_error(tmp_path):
         find_results(tmp_path / "out", log_path)
 
 
+def _local_model(tmp_path):
+    """A model folder and a task needing no hub download, for runs stopped before lmms-eval does anything."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    return model, {"local": lmms.TaskSpec("local", {"exact_match": 100.0}, "exact_match", "a local set", hub=False)}
+
+
 def test_cli_exiting_0_without_results_fails(tmp_path, monkeypatch):
     """The run itself, with a command that behaves like lmms-eval when the model fails to load."""
     monkeypatch.setattr(lmms, "installed_version", lambda: "0.7.3")
     monkeypatch.setattr(lmms, "build_command", lambda *a: [sys.executable, "-c", "print('Error during evaluation')"])
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    specs = {"local": lmms.TaskSpec("local", {"exact_match": 100.0}, "exact_match", "a local set", hub=False)}
+    model, specs = _local_model(tmp_path)
     with pytest.raises(LmmsEvalError, match="(?s)no results file.*Error during evaluation"):
         evaluate_lmms(model, ["local"], {"model": "selectbench"}, KEY, tmp_path / "e.csv", tmp_path / "p.json", specs)
     assert not (tmp_path / "e.csv").exists()
@@ -365,10 +370,7 @@ def test_the_run_tells_the_entry_point_where_to_record_fallbacks(tmp_path, monke
 
     monkeypatch.setattr(lmms, "installed_version", lambda: "0.7.3")
     monkeypatch.setattr(lmms, "run", stop)
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    specs = {"local": lmms.TaskSpec("local", {"exact_match": 100.0}, "exact_match", "a local set", hub=False)}
+    model, specs = _local_model(tmp_path)
     with pytest.raises(LmmsEvalError, match="stopped"):
         evaluate_lmms(model, ["local"], {"model": "selectbench"}, KEY, tmp_path / "e.csv", tmp_path / "p.json", specs)
     assert seen[lmms.FALLBACKS_ENV] == str(tmp_path / "e.lmms" / lmms.FALLBACKS_FILE)
