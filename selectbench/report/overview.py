@@ -13,7 +13,6 @@ import pandas as pd
 from selectbench.io import atomic_file, atomic_write_text
 from selectbench.report.plots import plt, save_figure
 
-UNDEFINED = "undefined"
 
 
 def read_summaries(paths: list[Path]) -> dict[str, list[dict]]:

@@ -17,8 +17,10 @@ from selectbench.evaluation.items import ITEM_COLUMNS
 _TYPES = {"ratio": float, "seed": int, "value": float}
 
 
-def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path,
-          optional: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_long(files: list[Path], columns: tuple[str, ...], what: str, where: Path | str,
+              optional: tuple[str, ...] = (), optional_text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Long-format CSV files as one typed DataFrame of `columns` (each required; a file without one is named) and of
+    the optional ones the files have: numbers (NaN where a row has no value, never 0) and text."""
     if not files:
         raise FileNotFoundError(f"{where}: no {what} found")
     frames = [pd.read_csv(f, dtype={"item": str, "protocol": str}, keep_default_na=False) for f in files]
@@ -27,10 +29,10 @@ def _read(files: list[Path], columns: tuple[str, ...], what: str, where: Path,
         if missing:
             raise ValueError(f"{f}: not a {what} file (no {missing})")
     frame = pd.concat(frames, ignore_index=True)
-    kept = [*columns, *(c for c in optional if c in frame.columns)]
+    kept = [*columns, *(c for c in (*optional, *optional_text) if c in frame.columns)]
     frame = frame[kept].astype(_TYPES)
     for c in optional:
-        if c in frame.columns:  # an interval a row does not have is missing (NaN), never 0
+        if c in frame.columns:
             frame[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce")
     return frame
 
@@ -48,11 +50,11 @@ def load_results(path: str | Path = "results") -> pd.DataFrame:
     row's ci_low / ci_high (NaN where per-item scores could not recompute it)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(f for f in (path / "tables").glob("*.csv") if not _derived(f))
-    return _read(files, COLUMNS, "long-format table (tables/<dataset>.csv)", path, optional=("ci_low", "ci_high"))
+    return read_long(files, COLUMNS, "long-format table (tables/<dataset>.csv)", path, optional=("ci_low", "ci_high"))
 
 
 def load_items(path: str | Path = "results") -> pd.DataFrame:
     """The per-item rows (ITEM_COLUMNS) of every evaluation under a results folder, or of one items file."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.glob("*/eval/*/*.items.csv"))
-    return _read(files, ITEM_COLUMNS, "per-item results (<dataset>/eval/<method>/r<ratio>_s<seed>.items.csv)", path)
+    return read_long(files, ITEM_COLUMNS, "per-item results (<dataset>/eval/<method>/r<ratio>_s<seed>.items.csv)", path)

@@ -14,6 +14,9 @@ import pandas as pd
 from selectbench.io import atomic_file
 from selectbench.evaluation.specs import scoring
 from selectbench.evaluation.evaluators import COLUMNS
+from selectbench.report.intervals import (
+    RELATIVE, UNDEFINED, ItemTable, Replicates, cell_intervals, holm, paired_differences,
+)
 
 _TYPES = {"ratio": float, "seed": int, "value": float}
 
@@ -28,18 +31,12 @@ def as_frame(rows: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
 
 
 def read_rows(paths: list[Path]) -> pd.DataFrame:
-    """The evaluation CSVs (COLUMNS) of a dataset, as one typed DataFrame."""
-    frames = []
-    for path in paths:
-        frame = pd.read_csv(path, dtype={"protocol": str, "method": str, "benchmark": str, "metric": str},
-                            keep_default_na=False)
-        missing = [c for c in COLUMNS if c not in frame.columns and c != "protocol"]
-        if missing:
-            raise ValueError(f"{path}: not an evaluation file (no {missing})")
-        frames.append(frame)
-    if not frames:
-        raise ValueError("no evaluation rows to aggregate")
-    return as_frame(pd.concat(frames, ignore_index=True))
+    """The evaluation CSVs (COLUMNS; files from before the protocol column read as protocol "") of a dataset, as one
+    typed DataFrame."""
+    from selectbench.report.results import read_long
+
+    required = tuple(c for c in COLUMNS if c != "protocol")
+    return as_frame(read_long(paths, required, "evaluation", "the report's inputs", optional_text=("protocol",)))
 
 
 # the long table: the evaluation rows and, where per-item scores can recompute a row, its 95% bootstrap interval
@@ -103,9 +100,9 @@ def summarise(rows: pd.DataFrame | Iterable[dict], reference: str, benchmarks: l
     the entry says so."""
     frame = as_frame(rows)
     proto = protocols(frame, benchmarks)
-    primary = pd.DataFrame({"benchmark": benchmarks, "metric": [scoring(b, proto[b]).primary for b in benchmarks]})
+    primary = {b: scoring(b, proto[b]).primary for b in benchmarks}
     # one value per (method, ratio, seed, benchmark): the benchmark's primary metric
-    runs = (frame.merge(primary, on=["benchmark", "metric"])
+    runs = (frame.merge(pd.DataFrame(primary.items(), columns=["benchmark", "metric"]), on=["benchmark", "metric"])
             .drop_duplicates(["method", "ratio", "seed", "benchmark"], keep="last")
             .pivot(index=["method", "ratio", "seed"], columns="benchmark", values="value"))
     runs = runs.reindex(columns=benchmarks)
@@ -125,8 +122,7 @@ def summarise(rows: pd.DataFrame | Iterable[dict], reference: str, benchmarks: l
         missing = seeds.columns[seeds.isna().any()].tolist()
         if missing:
             seed = int(seeds.index[seeds[missing[0]].isna()][0])
-            raise ValueError(f"{method} ratio {ratio} seed {seed}: no {primary.set_index('benchmark').metric[missing[0]]}"
-                             f" for {missing}")
+            raise ValueError(f"{method} ratio {ratio} seed {seed}: no {primary[missing[0]]} for {missing}")
         summary.append({
             "method": method, "ratio": float(ratio), "seeds": [int(s) for s in seeds.index], "protocols": proto,
             "benchmarks": {b: _mean_std(seeds[b]) for b in benchmarks},
@@ -145,7 +141,7 @@ def _fmt(ms: tuple[float, float | None] | None, tex: bool = False,
     if ms is None:
         return "n/a"
     m, s = ms
-    if ci == "undefined":
+    if ci == UNDEFINED:
         return f"{m:.1f} [n/a]"
     if ci is not None:
         low, high = ci
@@ -155,7 +151,7 @@ def _fmt(ms: tuple[float, float | None] | None, tex: bool = False,
     return f"{m:.1f} $\\pm$ {s:.1f}" if tex else f"{m:.1f} ± {s:.1f}"
 
 
-def _mark(entry: dict, bench: str = "Rel. %", tex: bool = False) -> str:
+def _mark(entry: dict, bench: str = RELATIVE, tex: bool = False) -> str:
     mark = entry.get("marks", {}).get(bench)
     if not mark:
         return ""
@@ -218,7 +214,7 @@ def to_markdown(summary: list[dict], benchmarks: list[str], dataset: str, publis
                       "difference these items and seeds could detect (median half-width of the paired 95% "
                       "intervals): " + ", ".join(f"{b} {w:.1f}" for b, w in comparisons["detectable"].items())
                       + " points."]
-    if any(_ci(e) == "undefined" for e in summary):
+    if any(_ci(e) == UNDEFINED for e in summary):
         lines += ["", "[n/a]: in some bootstrap draws the full-data model scored 0 on a benchmark, where Rel. % is "
                       "undefined, so that interval is not given."]
     lines += ["", f"Values: {values}, on each benchmark's own scale (percent). Rel. % = mean over "
@@ -295,8 +291,6 @@ def read_published(path: Path, dataset: str) -> dict[tuple[str, float], float]:
 def replicates(items, reps: int, seed: int):
     """The bootstrap replicates (selectbench.report.intervals.Replicates) of per-item rows, an ItemTable, or
     replicates already drawn (returned as they are: intervals and comparisons then share one draw)."""
-    from selectbench.report.intervals import ItemTable, Replicates
-
     if isinstance(items, Replicates):
         return items
     return Replicates(items if isinstance(items, ItemTable) else ItemTable(items), reps=reps, seed=seed)
@@ -306,8 +300,6 @@ def attach_intervals(summary: list[dict], items, reference: str, benchmarks: lis
                      reps: int = 1000, seed: int = 0) -> None:
     """Each entry's 95% bootstrap intervals (selectbench.report.intervals) from the per-item scores, as
     entry["ci"]; benchmarks without per-item scores keep their plain cells."""
-    from selectbench.report.intervals import cell_intervals
-
     boot = replicates(items, reps, seed)
     primary = {b: scoring(b, e_proto).primary for b, e_proto in summary[0]["protocols"].items() if b in benchmarks}
     ref = next(e for e in summary if e["method"] == reference)
@@ -340,8 +332,6 @@ def attach_comparisons(summary: list[dict], items, baseline: str, reps: int = 10
     median half-width of the paired 95% intervals ("detectable": differences smaller than that could not be told
     from 0 with these items and seeds)."""
     from statistics import median
-
-    from selectbench.report.intervals import RELATIVE, holm, paired_differences
 
     boot = replicates(items, reps, seed)
     primary = {b: scoring(b, proto).primary for b, proto in summary[0]["protocols"].items()}
