@@ -162,7 +162,8 @@ def cmd_report(a) -> None:
     # the summary entries (cells, intervals, marks) for views across datasets (selectbench.report.overview)
     atomic_write_json(out / f"{a.dataset}.summary.json", {"dataset": a.dataset, "summary": summary}, indent=None)
     with atomic_file(out / f"{a.dataset}_comparisons.csv") as tmp:
-        comparisons_frame(summary).to_csv(tmp, index=False)
+        # rounded like the long table's intervals: BLAS thread counts move the last bits of the bootstrap sums
+        comparisons_frame(summary).round(6).to_csv(tmp, index=False)
     atomic_write_text(out / f"{a.dataset}_comparisons.md", comparisons_markdown(summary, a.dataset))
     if a.published:  # the published figures beside, never mixed into, the suite's (a note where there are none)
         from selectbench.report.published import write_published

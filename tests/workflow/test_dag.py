@@ -70,6 +70,13 @@ def test_tables_say_what_made_them(finished_run):
     assert meta["code"] == prov["code"] and meta["pool_sha256"] == pool
 
 
+def test_comparison_numbers_are_rounded_so_thread_counts_do_not_show(finished_run):
+    with open(finished_run / "results/tables/digits_comparisons.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    numbers = [r[c] for r in rows for c in ("difference", "ci_low", "ci_high", "p")]
+    assert rows and all(len(v.split(".")[1]) <= 6 for v in numbers if "." in v and "e" not in v)
+
+
 def test_html_report_has_the_tables_and_plots_with_captions(finished_run):
     run = snakemake(finished_run, "--cores", "1", "--configfile", str(TINY), "--report", "report.html")
     assert run.returncode == 0, run.stderr[-3000:]
