@@ -32,7 +32,10 @@ IMAGE_TOKEN = "<image>"
 MAX_EXAMPLES = 5
 POLICY_CHOICES = {"broken_records": ("fail", "drop"), "duplicate_ids": ("fail", "drop", "allow"),
                   "images": ("open", "exists", "none")}
-POLICY_DEFAULTS = {"broken_records": "fail", "duplicate_ids": "fail", "images": "open", "image_workers": 16}
+# max_dropped_fraction: `drop` that would drop more of the pool than this is an error, not a smaller pool; a wrong
+# image_root or image values with an unexpected folder prefix make nearly every record "missing_image"
+POLICY_DEFAULTS = {"broken_records": "fail", "duplicate_ids": "fail", "images": "open", "image_workers": 16,
+                   "max_dropped_fraction": 0.05}
 _CHUNK = 512  # image paths per thread-pool task: one task per path would cost more than a stat
 
 
@@ -110,6 +113,9 @@ def resolve_policy(policy: Mapping[str, Any] | None, defaults: Mapping[str, Any]
             raise ValueError(f"validation.{key}: {out[key]!r} is not one of {', '.join(choices)}")
     if not isinstance(out["image_workers"], int) or out["image_workers"] < 1:
         raise ValueError(f"validation.image_workers: {out['image_workers']!r} is not a positive integer")
+    fraction = out["max_dropped_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ValueError(f"validation.max_dropped_fraction: {fraction!r} is not a number in [0, 1]")
     return out
 
 
@@ -240,10 +246,33 @@ def validate_records(records: Sequence[Any], image_root: Path, policy: Mapping[s
     report.statistics["trailing_image_token"] = _trailing_image(records, kept, file)
     if sources is not None:
         report.sources = _per_source(sources, kept)
+    _check_dropped_fraction(report, len(kept), policy["max_dropped_fraction"], records, Path(image_root))
     if not kept:
         raise PoolError(f"{file}: no usable record left after validation")
     report.kept = len(kept)
     return kept, report
+
+
+def _check_dropped_fraction(report: Report, kept: int, limit: float, records: Sequence[Any],
+                            image_root: Path) -> None:
+    """PoolError when more than `limit` of the pool would be dropped, naming the commonest problem and its first
+    record; for missing images, whether the paths repeat the image root's own folder (a root one level too deep)."""
+    dropped = report.total - kept
+    if dropped <= limit * report.total:
+        return
+    kind = report.counts.most_common(1)[0][0]
+    first = report.examples[kind][0]
+    hint = ""
+    image = records[first["row"]].get("image") if isinstance(records[first["row"]], dict) else None
+    if kind == "missing_image" and isinstance(image, str):
+        head = Path(image).parts[0] if len(Path(image).parts) > 1 else None
+        hint = (f"; the image values start with '{head}/', the image root's own folder name: set image_root to "
+                f"{image_root.parent}" if head is not None and head == image_root.name
+                else f"; check image_root ({image_root}) against the records' image paths (first: {image!r})")
+    raise PoolError(f"{report.file}: validation would drop {dropped} of {report.total} records "
+                    f"({dropped / report.total:.1%}), more than validation.max_dropped_fraction {limit} ("
+                    + ", ".join(f"{k}: {n}" for k, n in report.counts.most_common(4))
+                    + f"); first {kind}: {_message(report.file, first['row'], first['id'], first['detail'])}{hint}")
 
 
 def _maybe_fail(records: Sequence[Any], broken: Mapping[int, list[Problem]], policy: Mapping[str, Any],

@@ -91,7 +91,9 @@ def llava665k(tmp_path):
 
 def _cfg(pool, image_root, source="llava665k", **validation):
     return {"source": source, "pool": str(pool), "image_root": str(image_root), "benchmarks": BENCH,
-            "validation": {"duplicate_ids": "allow", "broken_records": "drop", "images": "open", **validation}}
+            # the fixtures are mostly broken records on purpose: no cap on the dropped fraction
+            "validation": {"duplicate_ids": "allow", "broken_records": "drop", "images": "open",
+                           "max_dropped_fraction": 1.0, **validation}}
 
 
 def _expected_kept(skip_kinds=()):
@@ -249,6 +251,25 @@ def test_vision_flan_without_any_task_name_is_refused(vision_flan, tmp_path):
     assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
 
 
+
+def test_vision_flan_images_with_a_folder_prefix_are_not_silently_dropped(vision_flan, tmp_path):
+    """The release's image values are flat file names inside images_191task_1k/ (COINCIDE's and TinyLLaVA's
+    scripts join that folder and the value). Values that carry the folder again, with image_root set to the
+    folder, would make every image "missing" and `drop` would publish a near-empty pool: it stops, saying where
+    the root should point."""
+    pool, images, records, _ = vision_flan
+    prefixed = [{**r, "image": f"{images.name}/{r['image']}"} if row < 8 else r for row, r in enumerate(records)]
+    pool.write_text(json.dumps(prefixed))
+    cfg = _cfg(pool, images, source="vision_flan", images="exists", max_dropped_fraction=0.1)
+    with pytest.raises(PoolError, match=rf"validation would drop 9 of 11 records .*the image values start "
+                                        rf"with '{images.name}/', the image root's own folder name: set "
+                                        rf"image_root to {re.escape(str(images.parent))}"):
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    pool.write_text(json.dumps([{**r, "image": f"{images.name}/{r['image']}"} for r in records]))
+    manifest = prepare({**cfg, "image_root": str(images.parent)}, tmp_path / "out")
+    assert manifest["pool_size"] == 10  # as with flat names: only the record without a task is dropped
+
 def test_export_subset_writes_original_records_in_row_order(llava665k, tmp_path):
     pool, images = llava665k
     prepare(_cfg(pool, images), tmp_path / "data")
@@ -288,11 +309,11 @@ def test_export_subset_refuses_a_foreign_subset(llava665k, tmp_path, change, mes
 
 def test_validate_records_directly_with_sources(tmp_path):
     records = [{"id": "a", "conversations": _turns("q", "a")}, {"id": "b", "conversations": []}]
-    rows, report = validate_records(records, tmp_path, {"broken_records": "drop"}, file="x.json",
-                                    sources=["text", "text"])
+    policy = {"broken_records": "drop", "max_dropped_fraction": 1.0}
+    rows, report = validate_records(records, tmp_path, policy, file="x.json", sources=["text", "text"])
     assert rows == [0] and report.as_dict()["sources"] == {"text": {"total": 2, "kept": 1, "dropped": 1}}
     with pytest.raises(PoolError, match="x.json: no usable record left"):
-        validate_records(records[1:], tmp_path, {"broken_records": "drop"}, file="x.json")
+        validate_records(records[1:], tmp_path, policy, file="x.json")
 
 
 def test_truncation_report_counts_fully_masked_and_image_cut(tmp_path):

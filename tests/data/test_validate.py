@@ -69,11 +69,31 @@ def test_drop_policy_keeps_good_records_and_reports(pool_copy):
     (images / records[row]["image"]).unlink()
     # the pool repeats some conversations under new ids, with the same image: every record using it goes
     sharing = sum(r.get("image") == records[row]["image"] for r in records)
-    kept, report = validate_pool(_write(tmp_path, records), images, {"broken_records": "drop"})
+    kept, report = validate_pool(_write(tmp_path, records), images, {"broken_records": "drop", "max_dropped_fraction": 0.5})
     assert len(kept) == len(records) - sharing
     assert report.as_dict()["problems"]["missing_image"]["count"] == sharing
     assert report.as_dict()["problems"]["missing_image"]["first"][0]["row"] == row
 
+
+
+def test_drop_beyond_max_dropped_fraction_stops_naming_the_problem(pool_copy):
+    tmp_path, images, records = pool_copy
+    shared = records[_image_record(records)]["image"]
+    (images / shared).unlink()
+    dropped = sum(r.get("image") == shared for r in records)
+    path = _write(tmp_path, records)
+    fraction = dropped / len(records)
+    kept, _ = validate_pool(path, images, {"broken_records": "drop", "max_dropped_fraction": fraction})
+    assert len(kept) == len(records) - dropped  # exactly at the limit: accepted
+    with pytest.raises(PoolError, match=rf"pool\.json: validation would drop {dropped} of {len(records)} records .*"
+                                        rf"max_dropped_fraction 0\.01 \(missing_image: {dropped}\); first "
+                                        rf"missing_image: .*record {_image_record(records)} "):
+        validate_pool(path, images, {"broken_records": "drop", "max_dropped_fraction": 0.01})
+
+
+def test_max_dropped_fraction_is_a_fraction(tmp_path):
+    with pytest.raises(ValueError, match="validation.max_dropped_fraction: 5 is not a number in"):
+        validate_records([], tmp_path, {"max_dropped_fraction": 5}, file="x.json")
 
 def test_duplicate_ids_fail_drop_or_allow(pool_copy):
     tmp_path, images, records = pool_copy
