@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from selectbench.training.data import Collator, SupervisedDataset
@@ -97,6 +97,25 @@ def _save_total_limit(cfg: dict[str, Any]) -> int | None:
     checkpoints are XMAS's trajectory points), else the last one (enough to resume)."""
     keep = cfg.get("keep_checkpoints", "all" if cfg.get("checkpoints") else 1)
     return None if keep == "all" else int(keep)
+
+
+# what a checkpoint holds only to resume training from it (the weights and trainer_state.json stay)
+RESUME_ONLY_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
+
+
+class ResumeStateInLastCheckpoint(TrainerCallback):
+    """resume_state: last. Every checkpoint but the newest keeps only its weights: a trajectory of ~100 proxy
+    checkpoints needs their weights (XMAS reads each one), while only the newest is ever resumed from, so the
+    optimizer state (twice the weights for AdamW) is dropped from the others as soon as a newer one exists."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        dirs = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        for older in dirs[:-1]:
+            for pattern in RESUME_ONLY_FILES:
+                for path in older.glob(pattern):
+                    path.unlink()
 
 
 def is_main_process() -> bool:
@@ -219,9 +238,10 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         disable_tqdm=False,
     )
     trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
+    own = [ResumeStateInLastCheckpoint()] if cfg.get("resume_state", "all") == "last" else []
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                           data_collator=Collator(tokenizer.pad_token_id, images),
-                          optimizers=(_optimizer(model, cfg), None), callbacks=callbacks or [])
+                          optimizers=(_optimizer(model, cfg), None), callbacks=own + (callbacks or []))
     # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
     with args.main_process_first(desc="checkpoint check"):
         last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))

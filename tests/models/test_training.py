@@ -176,6 +176,50 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, request, tiny_dat
         [k for k in straight if not torch.equal(straight[k], resumed[k])][:5]
 
 
+
+class _StopAfterSecondCheckpoint(_StopAfterFirstCheckpoint):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= 4:
+            raise _Interrupt(f"interrupted after step {state.global_step}")
+
+
+def test_resume_state_last_keeps_weights_everywhere_and_resumes_exactly(tmp_path, tiny_data, tiny_config, base,
+                                                                       monkeypatch):
+    """resume_state: last (the paper proxy's ~100 trajectory points): older checkpoints keep their weights but
+    not the optimizer state, the newest keeps both, and a run killed after its second checkpoint resumes to the
+    uninterrupted run's weights."""
+    from selectbench.training import train as train_module
+    from selectbench.training.train import RESUME_ONLY_FILES
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
+    cfg["finetune"].update({"finetune": "full", "checkpoints": 3, "lr": 1e-2, "batch_size": 8,
+                            "resume_state": "last"})
+    rows = list(range(48))  # 6 steps of 8 examples, a checkpoint every 2
+
+    def resume_files(run):
+        return [sorted(f.name for pattern in RESUME_ONLY_FILES for f in d.glob(pattern))
+                for d in checkpoint_dirs(run)]
+
+    finetune(tiny_data, base, rows, cfg, 0, tmp_path / "straight", 1)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "straight")] == ["checkpoint-2", "checkpoint-4",
+                                                                        "checkpoint-6"]
+    kept = resume_files(tmp_path / "straight")
+    assert kept[0] == kept[1] == [] and {"optimizer.pt", "scheduler.pt"} <= set(kept[2])
+    for d in checkpoint_dirs(tmp_path / "straight"):  # every trajectory point still loads as a model
+        assert list(d.glob("*.safetensors"))
+
+    real = train_module.train
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "train",
+                      lambda *args, **kwargs: real(*args, **kwargs, callbacks=[_StopAfterSecondCheckpoint()]))
+        with pytest.raises(_Interrupt):
+            finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
+    assert resume_files(tmp_path / "resumed")[0] == [] and resume_files(tmp_path / "resumed")[1]
+    finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
+    straight, resumed = _weights(tmp_path / "straight" / "model"), _weights(tmp_path / "resumed" / "model")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
 def test_all_linear_lora_wraps_every_language_model_linear_and_nothing_else(vicuna_dir, clip_dir, projector_file):
     from selectbench.models.assemble import assemble_llava
     from selectbench.training.train import apply_lora, lora_targets
