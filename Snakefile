@@ -52,6 +52,7 @@ localrules:
     report,
     overview,
     costs,
+    gpu_estimate,
 
 
 rule all:

@@ -255,7 +255,8 @@ def _artifact_jobs(name, label):
         spec = spec_label(feature_spec(label, name))
         n = config["features"]["shards"]
         return ([j for need in FEATURES[name].requires for j in _artifact_jobs(need, label)]
-                + [_job(f"feature_{name}_{spec}_shard{i}-of-{n}", "feature_shard") for i in range(n)]
+                + [{**_job(f"feature_{name}_{spec}_shard{i}-of-{n}", "feature_shard"), "feature": name}
+                   for i in range(n)]
                 + [_job(f"feature_{name}_{spec}_gather", "feature_gather")])
     clip_tokenizer = registry.needs_tokenizer("clip_builder", config["clip"].get("builder"))
     return {

@@ -113,3 +113,19 @@ rule costs:
         " --benchmarks {params.benchmarks} --chance-margin {params.margin} --tables {params.tables}"
         " --plots {params.plots} > {log} 2>&1"
 
+
+
+rule gpu_estimate:
+    """GPU-hours the configured run will spend, per job, rule and method instance, priced from the throughput
+    figures in the config's gpu_estimate section, before any job runs (a target: snakemake gpu_estimate)."""
+    output:
+        md="results/plan/gpu_hours.md",
+        csv="results/plan/gpu_hours.csv",
+    params:
+        plans=lambda w: settings("gpu_estimate.plans", [cost_plan(d) for d in config["datasets"]]),
+        config=lambda w: settings("gpu_estimate.config", config),
+    log:
+        "results/logs/gpu_estimate.log",
+    shell:
+        "python -m selectbench.cli gpu-estimate --plans {params.plans} --config {params.config}"
+        " --csv {output.csv} --md {output.md} 2> {log}"

@@ -191,6 +191,14 @@ def cmd_costs(a) -> None:
                      r.selection_s, r.train_s, r.rel)
 
 
+def cmd_gpu_estimate(a) -> None:
+    from selectbench.report.estimate import write
+
+    jobs = write(a.plans, a.config, Path(a.csv), Path(a.md))
+    print(Path(a.md).read_text(), end="")  # the plan on the console, before any GPU job is submitted
+    logging.info("estimated %.0f GPU-hours over %d GPU jobs", jobs.gpu_hours.sum(), int((jobs.gpus > 0).sum()))
+
+
 def cmd_overview(a) -> None:
     from selectbench.report.overview import write_overview
 
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--manifest", {"default": None}))
     add("overview", cmd_overview, ("--summaries", {"nargs": "+", **req}), ("--reference", req), ("--tables", req),
         ("--plots", req))
+    add("gpu-estimate", cmd_gpu_estimate, ("--plans", js), ("--config", js), ("--csv", req), ("--md", req))
     add("costs", cmd_costs, ("--table", req), ("--plan", js), ("--records", req),
         ("--benchmarks", {"nargs": "+", **req}), ("--chance-margin", {"type": float, "default": None}),
         ("--tables", req), ("--plots", req))

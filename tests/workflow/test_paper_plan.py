@@ -4,6 +4,7 @@ Nothing runs: a dry run needs neither data nor GPUs."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -199,3 +200,26 @@ def test_builtin_evaluator_refuses_lmms_task_names(tmp_path):
     run = _dry_run(tmp_path, {"evaluation": {"backend": "builtin"}})
     assert run.returncode != 0
     assert "are lmms-eval tasks" in run.stdout + run.stderr
+
+
+def test_gpu_estimate_prices_the_paper_grid_before_anything_runs(tmp_path):
+    """`snakemake --profile slurm gpu_estimate` runs one local job that prices every planned GPU job."""
+    import pandas as pd
+
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--profile", "slurm",
+                          "--directory", str(tmp_path), "gpu_estimate"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "# Estimated GPU-hours" in run.stdout + run.stderr   # printed on the console
+    jobs = pd.read_csv(tmp_path / "results" / "plan" / "gpu_hours.csv")
+    text = (tmp_path / "results" / "plan" / "gpu_hours.md").read_text()
+    assert not jobs.gpu_hours.isna().any(), jobs[jobs.gpu_hours.isna()]
+    assert f"**Total: {jobs.gpu_hours.sum():,.0f} GPU-hours**" in text
+    models = sum(len(d["ratios"]) for d in PAPER["datasets"].values()) * len(PAPER["methods"]) \
+        * len(PAPER["seeds"]) + len(PAPER["datasets"]) * len(PAPER["reference_seeds"])
+    assert (jobs.rule == "train_target").sum() == models
+    tasks = {len(d["benchmarks"]) for d in PAPER["datasets"].values()}
+    assert (jobs.rule == "evaluate").sum() == models * tasks.pop()          # per-task evaluate jobs
+    assert "104 checkpoints" in set(jobs.note.dropna())                       # the released cadence at 665k
+    assert not (tmp_path / "results" / "llava665k").exists()                  # nothing else ran
