@@ -3,7 +3,9 @@ naming the file, the row and the id) and a policy that decides what a problem do
 
 Broken records (policy broken_records: fail | drop):
   not_an_object, bad_id, no_conversations, non_alternating (turns not human/gpt/human/…, or the last turn is a
-  question), empty_turn, non_string_value (a turn's value or the image path), image_token_missing (an image but no
+  question), empty_turn, non_string_value (a turn's value or the image path), image_outside_root (an absolute
+  path, or one whose ".." leaves the image root; links inside the root are followed, as for linked source
+  folders), image_token_missing (an image but no
   <image> in the first human turn), image_token_without_image, multiple_image_tokens, missing_image, empty_image
   (zero bytes), unreadable_image (images: open only), and kinds a reader adds (Vision-Flan: no_task).
 Duplicate ids (policy duplicate_ids: fail | drop | allow): in LLaVA-665k ids are not unique (a COCO image id
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import re
 import stat
 import time
 from collections import Counter, defaultdict
@@ -91,6 +95,8 @@ def load_json(path: Path, expected: type, what: str) -> Any:
         raise PoolError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise PoolError(f"{path}: not UTF-8 text ({err})") from None
+    except RecursionError:
+        raise PoolError(f"{path}: JSON nested too deeply to read (a pool is a list of flat records)") from None
     if not isinstance(data, expected):
         raise PoolError(f"{path}: expected {what}, got {type(data).__name__}")
     return data
@@ -131,6 +137,8 @@ def structure_problems(record: object) -> list[Problem]:
     image = record.get("image")
     if has_image and (not isinstance(image, str) or not image.strip()):
         out.append(("non_string_value", f"image is not a path ({image!r})"))
+    elif has_image and outside_root(image):
+        out.append(("image_outside_root", f"image path {image!r} leaves the image root (absolute, or '..')"))
     conv = record.get("conversations")
     if not isinstance(conv, list) or not conv:
         return out + [("no_conversations", "no conversations")]
@@ -157,6 +165,14 @@ def structure_problems(record: object) -> list[Problem]:
     elif not has_image and in_all:
         out.append(("image_token_without_image", "<image> token present but the record has no image"))
     return out
+
+
+def outside_root(image: str) -> bool:
+    """True for an image path that does not stay under the image root when joined to it: absolute (POSIX or a
+    Windows drive) or, once normalised, starting with "..". Checked on the text, so a link inside the root (a
+    source folder linked in, as LLaVA's layout is often assembled) still counts as inside."""
+    norm = posixpath.normpath(image.replace("\\", "/"))
+    return norm.startswith("/") or bool(re.match(r"[A-Za-z]:/", norm)) or norm == ".." or norm.startswith("../")
 
 
 def image_problem(path: Path, mode: str = "open") -> Problem | None:
@@ -221,15 +237,13 @@ def validate_records(records: Sequence[Any], image_root: Path, policy: Mapping[s
         problems = structure_problems(record) + list((extra or {}).get(row, ()))
         if problems:
             broken[row] = problems
-    _maybe_fail(records, broken, policy, file)
     report.seconds["records"] = round(time.perf_counter() - start, 3)
 
     start = time.perf_counter()
     with_image = {row: r["image"] for row, r in enumerate(records) if row not in broken and "image" in r}
     bad = check_images(with_image.values(), Path(image_root), policy["images"], policy["image_workers"])
-    image_broken = {row: [bad[image]] for row, image in with_image.items() if image in bad}
-    _maybe_fail(records, image_broken, policy, file)
-    broken.update(image_broken)
+    broken.update({row: [bad[image]] for row, image in with_image.items() if image in bad})
+    _maybe_fail(records, broken, policy, file)  # after the image checks, so its count covers every broken record
     report.seconds["images"] = round(time.perf_counter() - start, 3)
     report.statistics["images_checked"] = {"mode": policy["images"], "distinct_files": len(set(with_image.values()))
                                            if policy["images"] != "none" else 0}

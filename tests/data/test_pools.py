@@ -152,10 +152,16 @@ def test_image_check_modes(llava665k, tmp_path, mode, also_kept):
 def test_fail_policy_names_file_row_and_id_and_leaves_nothing(llava665k, tmp_path):
     pool, images = llava665k
     out = tmp_path / "results" / "data"
-    with pytest.raises(PoolError, match=rf"{re.escape(str(pool))}: record 12 \(id 'no-conv'\): no conversations"):
+    # the first broken record (an image problem), and how many more there are of every kind
+    broken = sum(kind is not None for _, _, kind in SAMPLE_665K)
+    with pytest.raises(PoolError, match=rf"{re.escape(str(pool))}: record 9 \(id 'missing-1'\): .*image file not "
+                                        rf"found \({broken - 1} more broken records;"):
         prepare(_cfg(pool, images, broken_records="fail"), out)
     assert not list((tmp_path / "results").iterdir())
-    # image problems are found (and fail) once the records themselves are sound
+    records = [r for r, _, kind in SAMPLE_665K if kind in (None, "no_conversations")]
+    pool.write_text(json.dumps(records))
+    with pytest.raises(PoolError, match=r": record \d+ \(id 'no-conv'\): no conversations"):
+        prepare(_cfg(pool, images, broken_records="fail"), out)
     records = [r for r, _, kind in SAMPLE_665K if kind in (None, "missing_image", "empty_image")]
     pool.write_text(json.dumps(records))
     with pytest.raises(PoolError, match=r"record 9 \(id 'missing-1'\): .*2370000\.jpg: image file not found"):

@@ -126,3 +126,46 @@ def validate_pool(path, image_root, policy):
     records = load_json_list(path)
     rows, report = validate_records(records, image_root, policy, file=path)
     return [records[r] for r in rows], report
+
+
+@pytest.mark.parametrize("image", ["../../../../../../etc/passwd", "/etc/passwd", "pool/../../outside.png",
+                                   "C:\\images\\x.png", ".."])
+def test_image_paths_leaving_the_image_root_are_broken(pool_copy, image):
+    """Under every image mode, `exists` and `none` included: a pool may not read files outside its image root."""
+    tmp_path, images, records = pool_copy
+    (tmp_path / "outside.png").write_bytes((images / records[_image_record(records)]["image"]).read_bytes())
+    row = _image_record(records)
+    records[row]["image"] = image
+    path = _write(tmp_path, records)
+    for mode in ("open", "exists", "none"):
+        with pytest.raises(PoolError, match=rf"record {row} .*leaves the image root"):
+            validate_pool(path, images, {"images": mode})
+    kept, report = validate_pool(path, images, {"broken_records": "drop", "images": "exists",
+                                                "max_dropped_fraction": 0.5})
+    assert len(kept) == len(records) - 1
+    assert report.as_dict()["problems"]["image_outside_root"]["first"][0]["row"] == row
+
+
+def test_a_path_that_stays_inside_the_root_is_fine(pool_copy):
+    tmp_path, images, records = pool_copy
+    row = _image_record(records)
+    records[row]["image"] = f"pool/../{records[row]['image']}"
+    kept, _ = validate_pool(_write(tmp_path, records), images, {})
+    assert len(kept) == len(records)
+
+
+def test_fail_counts_every_broken_record_image_problems_included(pool_copy):
+    tmp_path, images, records = pool_copy
+    rows = [i for i, r in enumerate(records) if "image" in r]
+    records[rows[0]]["conversations"][1]["value"] = " "           # a record problem
+    for row in rows[1:3]:                                          # and two image problems
+        records[row]["image"] = "pool/missing.png"
+    with pytest.raises(PoolError, match=rf"record {rows[0]} .*\(2 more broken records;"):
+        validate_pool(_write(tmp_path, records), images, {})
+
+
+def test_deeply_nested_json_is_a_named_error(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PoolError, match=r"pool\.json: JSON nested too deeply"):
+        validate_pool(path, tmp_path, {})
