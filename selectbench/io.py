@@ -4,7 +4,9 @@ leaves something half-written that looks finished."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -54,12 +56,24 @@ def atomic_file(path: Path, suffix: str = "") -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary folders of earlier writers of `path` that were killed (SIGKILL skips every cleanup).
+    Only mkdtemp's exact names are matched (".<name>.<8 random characters>.tmp"), and every writer of a folder is
+    one job, so no live writer's folder is taken."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for old in path.parent.iterdir():
+        if old.is_dir() and not old.is_symlink() and pattern.fullmatch(old.name):
+            logging.getLogger(__name__).warning("removing %s, left by a killed writer of %s", old, path)
+            shutil.rmtree(old)
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """A fresh temporary folder beside `path`; it replaces path when the block ends without error, and is
     removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
     try:
