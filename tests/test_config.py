@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from selectbench.config import read_settings, settings_file
 
 
@@ -43,3 +45,20 @@ def test_run_selection_narrows_methods_and_benchmarks_and_names_typos():
         select_run({**base, "run_methods": ["xmass"]})
     with pytest.raises(ValueError, match="leaves dataset b with none"):
         select_run({**copy.deepcopy(base), "run_benchmarks": ["pope"]})
+
+
+def test_a_pool_on_disk_without_its_file_or_images_is_refused_by_the_schema():
+    """Found when the DAG is planned, not as a KeyError inside the prepare job."""
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from tests.conftest import ROOT
+
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    validate(json.loads(json.dumps(paper)), str(ROOT / "config" / "schema.yaml"))
+    for dataset, key in (("llava665k", "pool"), ("visionflan", "image_root")):
+        broken = json.loads(json.dumps(paper))
+        del broken["datasets"][dataset][key]
+        with pytest.raises(WorkflowError, match=f"'{key}' is a required property"):
+            validate(broken, str(ROOT / "config" / "schema.yaml"))
