@@ -19,7 +19,8 @@ by the vicuna_v1 template at `max_length`):
 Each part reports its step times (first step = warm-up, then the median of the rest), tokens/s over the
 steady steps and peak memory: torch.cuda.max_memory_allocated on a GPU (reset per part), the process's peak
 RSS so far on CPU (it only grows, so later parts include earlier ones). Batch sizes and the training recipe
-come from --config (config/paper.yaml); one training step is one micro-batch (gradient accumulation 1)
+come from --config (config/paper.yaml: features.batch_size, features.gradient_batch_size for the gradient
+pass, and the feature passes' features.dtype); one training step is one micro-batch (gradient accumulation 1)
 unless --global-batch keeps the recipe's accumulation. A part that fails (out of memory, say) is reported with its
 error and the peak memory it reached, the others still run, and the exit status is 1; --json is rewritten after
 every part, so a run cut short keeps the parts that finished; a feature pass stops taking batches after
@@ -339,7 +340,9 @@ def run_gradients(cfg: dict[str, Any], paths, work: Path, args, shapes) -> dict[
     from selectbench.features.gradients import PerExampleGradients, gradient_features, lora_config
     from selectbench.training.train import apply_lora
 
-    batch = args.batch_size or shapes.get("batch_size") or cfg.get("features", {}).get("batch_size", 16)
+    features = cfg.get("features", {})
+    batch = (args.batch_size or shapes.get("batch_size") or features.get("gradient_batch_size")
+             or features.get("batch_size", 16))
     model, batches, device = proxy_batches(cfg, paths, work, args, shapes, batch, args.steps)
     warm = cfg.get("gradient_warmup", {"lora_r": 128, "seed": 0})
     model = apply_lora(model, lora_config(warm), warm.get("seed", 0))
@@ -385,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     ap.add_argument("--batch-size", type=int, help="per-step batch of every part (default: the config's)")
     ap.add_argument("--global-batch", type=int, help="training: examples per optimizer step (default: one batch)")
-    ap.add_argument("--feature-dtype", default="float32",
-                    help="proxy passes' dtype (float32: load_checkpoint / load_model load in float32)")
+    ap.add_argument("--feature-dtype", choices=("float32", "bfloat16", "float16"),
+                    help="proxy passes' dtype (default: the config's features.dtype, else float32)")
     ap.add_argument("--pass-budget-s", type=float, default=600,
                     help="feature passes: no new batch after this many seconds (the steps run are reported)")
     ap.add_argument("--workdir", type=Path, help="scratch folder for the random parts (default: a temporary one)")
@@ -403,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     cfg = yaml.safe_load(args.config.read_text())
+    args.feature_dtype = args.feature_dtype or cfg.get("features", {}).get("dtype", "float32")
     shapes = SHAPES[args.shapes]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -52,9 +52,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warm = json.loads(Path(args.warmup).read_text())
-    model, _, _, adam = load_warm_model(Path(warm["base"]), Path(warm["warmup"]))
+    start = Path(warm["model"]) if "model" in warm else Path(warm["base"]) / "model"
+    model, _, _, adam = load_warm_model(start, Path(warm["warmup"]))
     data = DataDir(Path(args.data))
-    _, batches = shard_batches_for(data, Path(warm["base"]) / "model", {"template": {"system": "A chat.",
+    _, batches = shard_batches_for(data, start, {"template": {"system": "A chat.",
                                    "max_length": 256}}, range(args.examples), 0, 1, args.batch_size)
     spec = FEATURES["lora_gradients"].spec({})
     result = {"examples": args.examples, "batch_size": args.batch_size, "threads": args.threads,

@@ -263,8 +263,18 @@ def _artifact_jobs(name, label):
         "pool": [],  # prepared for every run, the full-data training included: not a selection cost
         "proxy_checkpoints": _base_jobs("proxy") + [_job("proxy_finetune", "proxy_finetune")],
         "clip_model": ([_job("tokenizer", "tokenizer")] if clip_tokenizer else []) + [_job("clip_model", "clip_model")],
-        "gradient_warmup": _base_jobs("proxy") + [_job("gradient_warmup", "gradient_warmup")],
+        "gradient_warmup": _base_jobs("proxy") + warmup_start_jobs() + [_job("gradient_warmup", "gradient_warmup")],
     }[name]
+
+
+def warmup_start_jobs():
+    """The jobs the gradient warm-up's start weights come from beyond the proxy base: the whole proxy fine-tune
+    when it starts from one of its checkpoints (gradient_warmup.start: proxy_checkpoint), counted in full like
+    every shared job, though the warm-up reads only one of its checkpoints."""
+    if config["gradient_warmup"].get("start", "base") == "proxy_checkpoint":
+        return [_job("proxy_finetune", "proxy_finetune")]
+    return []
+
 
 
 def cost_plan(dataset):

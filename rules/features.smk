@@ -1,3 +1,12 @@
+def feature_batch_size(wildcards):
+    """Examples per batch of a feature pass: features.batch_size, or for the per-example gradients (a backward pass
+    that keeps every layer's activations and each example's full LoRA gradient) features.gradient_batch_size where
+    set."""
+    if wildcards.feature == "lora_gradients":
+        return config["features"].get("gradient_batch_size", config["features"]["batch_size"])
+    return config["features"]["batch_size"]
+
+
 rule feature_shard:
     """One shard of a shared per-example feature (e.g. XMAS trajectories over every proxy checkpoint)."""
     input:
@@ -9,8 +18,9 @@ rule feature_shard:
         inputs=lambda w: json.dumps(feature_inputs(w)),
         cfg=model_config("proxy"),
         methods=METHOD_DIRS,
-        batch=config["features"]["batch_size"],
+        batch=feature_batch_size,
         device=config["features"].get("device", "auto"),
+        dtype=config["features"].get("dtype", "float32"),
     threads: threads_for("feature_shard")
     resources:
         **rule_resources("feature_shard"),
@@ -25,7 +35,7 @@ rule feature_shard:
         " --spec {params.spec:q}"
         " --data {input.pool} --inputs {params.inputs:q} --model-config {params.cfg}"
         " --shard {wildcards.shard} --shards {wildcards.shards} --batch-size {params.batch}"
-        " --device {params.device} --out {output} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --dtype {params.dtype} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule feature_gather:

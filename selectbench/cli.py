@@ -84,11 +84,12 @@ def cmd_clip(a) -> None:
 
 
 def cmd_gradient_warmup(a) -> None:
-    from selectbench.features.gradients import run_warmup
+    from selectbench.features.gradients import run_warmup, warmup_start
 
-    summary = run_warmup(DataDir(a.data), Path(a.base), a.model_config, a.warmup, Path(a.out_dir), a.threads)
-    logging.info("gradient warm-up: %d rows, loss %.4f", summary["rows"], summary["train_loss"])
-    atomic_write_json(Path(a.out), {"base": str(Path(a.base).resolve()), "warmup": str(Path(a.out_dir).resolve())})
+    start = warmup_start(a.warmup, a.base and Path(a.base), a.checkpoints and Path(a.checkpoints))
+    summary = run_warmup(DataDir(a.data), start, a.model_config, a.warmup, Path(a.out_dir), a.threads)
+    logging.info("gradient warm-up from %s: %d rows, loss %.4f", start, summary["rows"], summary["train_loss"])
+    atomic_write_json(Path(a.out), {"model": str(start.resolve()), "warmup": str(Path(a.out_dir).resolve())})
 
 
 def cmd_feature_shard(a) -> None:
@@ -97,7 +98,7 @@ def cmd_feature_shard(a) -> None:
 
     features = with_plugins(discover(a.methods_dir))
     job = ShardJob(DataDir(a.data), {k: Path(v) for k, v in a.inputs.items()}, a.spec, a.model_config, a.shard,
-                   a.shards, a.batch_size, Path(a.out), a.threads, a.device)
+                   a.shards, a.batch_size, Path(a.out), a.threads, a.device, a.dtype)
     summary = features[a.feature].load()(job)
     logging.info("%s shard %d/%d: %d examples in %.1f s", a.feature, a.shard, a.shards, summary["examples"],
                  summary["seconds"])
@@ -233,13 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     add("export-subset", cmd_export_subset, ("--data", req), ("--subset", req), ("--out", req))
     add("clip", cmd_clip, ("--data", req), ("--tokenizer", {"default": None}), ("--config", js), ("--model-dir", req),
         ("--out", req), ("--threads", {"type": int, "default": 1}))
-    add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", req), ("--model-config", js),
-        ("--warmup", js), ("--out-dir", req), ("--out", req), ("--threads", {"type": int, "default": 1}))
+    add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", {"default": None}),
+        ("--checkpoints", {"default": None}), ("--model-config", js), ("--warmup", js), ("--out-dir", req),
+        ("--out", req), ("--threads", {"type": int, "default": 1}))
     add("feature-shard", cmd_feature_shard, ("--feature", req), ("--methods-dir", {"nargs": "+", **req}),
         ("--spec", js), ("--data", req),
         ("--inputs", js), ("--model-config", js), ("--shard", {"type": int, **req}),
         ("--shards", {"type": int, **req}), ("--batch-size", {"type": int, "default": 32}),
-        ("--device", {"default": "auto"}), ("--out", req), ("--threads", {"type": int, "default": 1}))
+        ("--device", {"default": "auto"}), ("--dtype", {"default": "float32"}), ("--out", req),
+        ("--threads", {"type": int, "default": 1}))
     add("feature-gather", cmd_feature_gather, ("--data", req), ("--shards", {"nargs": "+", **req}), ("--out", req))
     add("evaluate", cmd_evaluate, ("--model", req), ("--data", req), ("--benchmarks", {"nargs": "+", **req}),
         ("--template", js), ("--key", js), ("--out", req), ("--predictions", req), ("--items", {"default": None}),

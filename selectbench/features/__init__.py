@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ShardJob:
     """What one shard job of a feature extraction is given: the data, the artifacts the feature requires (by name),
-    its spec, the proxy's model config, which shard of how many, and where to write its rows and arrays."""
+    its spec, the proxy's model config, which shard of how many, and where to write its rows and arrays. dtype is
+    the precision the proxy's weights are loaded in for the pass (config features.dtype); reductions (softmax of
+    attention scores, SVD, losses, per-example gradients, projection) stay in float32 whatever it is."""
 
     data: DataDir
     inputs: dict[str, Path]
@@ -34,6 +36,7 @@ class ShardJob:
     out: Path
     threads: int = 1
     device: str = "auto"
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)

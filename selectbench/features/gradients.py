@@ -1,14 +1,16 @@
 """LESS-style per-example gradient features of the proxy (Xia et al. 2024; GraNd, TIVE, ICONS).
 
-1. Warm-up (once per dataset and spec): a short LoRA run of the proxy's stage-1 base on a seeded fraction
-   of the pool; the adapter and the Adam moments are kept.
+1. Warm-up (once per dataset and spec): a short LoRA run on a seeded fraction of the pool, from the weights
+   `start` names: the proxy base (`base`), or a checkpoint of the proxy fine-tune (`proxy_checkpoint`, index
+   `checkpoint`, default the first), whose connector has been trained; the adapter and the Adam moments are
+   kept.
 2. Per-example LoRA gradients with training's label masking (each example's loss is the mean over its own
    answer tokens, as if alone in its batch), computed for a whole batch in one backward pass: hooks on every
    LoRA linear keep its inputs and output gradients, and the per-example weight gradient of a linear layer is
    Σ_t δ_t ⊗ x_t (exact; no loop of one backward per example, see benchmarks/gradient_pass.py).
 3. Optional Adam preconditioning from the warm-up state (LESS: m'/(√v' + ε) with m', v' updated by the
-   example's gradient), a seeded Rademacher projection to `dim` dimensions, stored with the raw gradient's
-   norm (GraNd). Shards save every chunk of batches as it finishes, so an interrupted run resumes.
+   example's gradient), a seeded Rademacher projection to `dim` dimensions (drawn on the pass's device, block
+   by block), stored with the raw gradient's norm (GraNd). Shards save every chunk of batches as it finishes, so an interrupted run resumes.
 
 4. Task validation examples (LESS's validation gradients, for the task-aware `validation` target), once per
    spec, by shard 0: the same gradients at the warm-up checkpoint with plain SGD direction (no Adam
@@ -34,8 +36,9 @@ from tqdm import tqdm
 from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import device_for, example_losses, run_shard, shard_batches_for
-from selectbench.models.build import load_model
+from selectbench.features.passes import device_for, dtype_meta, example_losses, pass_dtype, run_shard, \
+    shard_batches_for
+from selectbench.models.build import load_checkpoint
 from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
@@ -53,14 +56,39 @@ def lora_config(spec: dict[str, Any]) -> dict[str, Any]:
             "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
-def run_warmup(data: DataDir, base_dir: Path, model_cfg: dict[str, Any], spec: dict[str, Any], out_dir: Path,
+WARMUP_STARTS = ("base", "proxy_checkpoint")
+
+
+def warmup_start(spec: dict[str, Any], base_dir: Path | None = None, checkpoints: Path | None = None) -> Path:
+    """The weights the warm-up starts from (config gradient_warmup.start): the proxy base's published model
+    (`base`), or checkpoint number `checkpoint` (default 0, the first) of the proxy fine-tune's list
+    (`proxy_checkpoint`). At paper scale the base's connector is random (no stage 1) while the fine-tune's first
+    checkpoint has trained it: the gradients are then taken on an aligned model, for no extra GPU time."""
+    start = spec.get("start", "base")
+    if start not in WARMUP_STARTS:
+        raise ValueError(f"gradient_warmup.start must be one of {WARMUP_STARTS}, got {start!r}")
+    if start == "base":
+        if base_dir is None:
+            raise ValueError("gradient_warmup.start base: the proxy base is needed")
+        return Path(base_dir) / "model"
+    if checkpoints is None:
+        raise ValueError("gradient_warmup.start proxy_checkpoint: the proxy fine-tune's checkpoint list is needed")
+    listing = json.loads(Path(checkpoints).read_text())
+    index = int(spec.get("checkpoint", 0))
+    if not -len(listing) <= index < len(listing):
+        raise ValueError(f"gradient_warmup.checkpoint {index} out of range; the proxy saved {len(listing)}")
+    return Path(listing[index])
+
+
+def run_warmup(data: DataDir, start_model: Path, model_cfg: dict[str, Any], spec: dict[str, Any], out_dir: Path,
                threads: int = 1) -> dict[str, Any]:
-    """LoRA warm-up of the proxy base on a seeded `fraction` of the pool (config gradient_warmup: fraction,
-    epochs, lr, lora_r, seed); saves adapter/ (peft format) and adam_state.pt ({parameter name: exp_avg,
-    exp_avg_sq, step}) under out_dir."""
+    """LoRA warm-up from start_model (a published model or a Trainer checkpoint: warmup_start) on a seeded
+    `fraction` of the pool (config gradient_warmup: fraction, epochs, lr, lora_r, seed); saves adapter/ (peft
+    format) and adam_state.pt ({parameter name: exp_avg, exp_avg_sq, step}) under out_dir."""
     from selectbench.training.train import train
 
-    model, tokenizer, processor = load_model(Path(base_dir) / "model", threads)
+    torch.set_num_threads(threads)
+    model, tokenizer, processor = load_checkpoint(Path(start_model))
     template = make_template(tokenizer, model, model_cfg["template"])
     images = ImageLoader(data.image_root, processor)
     rows = warmup_rows(len(data.pool), spec["fraction"], spec["seed"])
@@ -82,16 +110,19 @@ def run_warmup(data: DataDir, base_dir: Path, model_cfg: dict[str, Any], spec: d
 
     _, summary = train(model, tokenizer, template, images, [data.pool[r] for r in rows], cfg, out_dir / "run",
                        spec["seed"], threads, on_finish=keep)
-    summary = {"rows": int(len(rows)), "spec": spec, "train_loss": summary["train_loss"]}
+    summary = {"rows": int(len(rows)), "spec": spec, "start_model": str(start_model),
+               "train_loss": summary["train_loss"]}
     (out_dir / "warmup.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def load_warm_model(base_dir: Path, warmup_dir: Path):
-    """The proxy base with the warm-up adapter (unmerged: its LoRA weights are the parameters we differentiate)."""
+def load_warm_model(start_model: Path, warmup_dir: Path, dtype: torch.dtype = torch.float32):
+    """The warm-up's start weights (cast to dtype) with its adapter (unmerged: its LoRA weights are the parameters
+    we differentiate; peft keeps them in float32 over a half-precision model, so the LoRA path, its per-example
+    gradients and everything after are float32)."""
     from peft import PeftModel
 
-    model, tokenizer, processor = load_model(Path(base_dir) / "model")
+    model, tokenizer, processor = load_checkpoint(Path(start_model), dtype=dtype)
     model = PeftModel.from_pretrained(model, Path(warmup_dir) / "adapter", is_trainable=True)
     for name, param in model.named_parameters():
         param.requires_grad = "lora_" in name
@@ -142,7 +173,12 @@ def per_example_losses_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 class RademacherProjection:
     """x (B, D) → x P / √d with P ∈ {−1, +1}^{D×d} drawn from the seed, block by block of rows (so a huge D
-    never needs all of P at once); blocks are cached while they fit in `cache_bytes`."""
+    never needs all of P at once); blocks are cached while they fit in `cache_bytes`. Each block is drawn by a
+    generator on the device of x, seeded per block: on a CPU the draws are those of torch's CPU generator, on a
+    GPU those of its CUDA generator (another stream, so the projected features of a GPU run differ from a CPU
+    run's, as two random projections do; every shard of a run uses the same device). A paper-scale P (50M rows)
+    never fits the cache: drawing it on the CPU and copying it to the GPU for every batch would dominate the
+    pass."""
 
     def __init__(self, total_dim: int, dim: int, seed: int, block: int = 1 << 14, cache_bytes: int = 1 << 28):
         self.total_dim, self.dim, self.seed, self.block = total_dim, dim, seed, block
@@ -152,8 +188,8 @@ class RademacherProjection:
         if self.cache is not None and i in self.cache:
             return self.cache[i]
         rows = min(self.block, self.total_dim - i * self.block)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        p = (torch.randint(0, 2, (rows, self.dim), generator=g, dtype=torch.int8) * 2 - 1).to(device)
+        g = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + i)
+        p = torch.randint(0, 2, (rows, self.dim), generator=g, dtype=torch.int8, device=device) * 2 - 1
         if self.cache is not None:
             self.cache[i] = p
         return p
@@ -196,6 +232,7 @@ def gradient_features(model, batches, adam: dict[str, dict], spec: dict[str, Any
             per_example_losses_sum(model, batch).backward()
             per = hooks.per_example()
             flat = torch.cat([per[n].reshape(per[n].shape[0], -1) for n in names], dim=1)
+            del per  # B × D float32 each: not twice at once
             norms.append(flat.norm(dim=1).cpu())
             if spec["precondition"] == "adam":
                 flat = adam_direction(flat, m, v)
@@ -242,9 +279,10 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
                                                          job.threads, job.device)
     spec = FEATURES["lora_gradients"].spec(spec)
     torch.set_num_threads(threads)
-    warm = json.loads(Path(inputs["gradient_warmup"]).read_text())  # {"base": proxy base dir, "warmup": dir}
-    model, tokenizer, processor, adam = load_warm_model(Path(warm["base"]), Path(warm["warmup"]))
-    rows, batches = shard_batches_for(data, Path(warm["base"]) / "model", model_cfg, range(len(data.pool)),
+    warm = json.loads(Path(inputs["gradient_warmup"]).read_text())  # {"model": start weights, "warmup": dir}
+    start = Path(warm["model"]) if "model" in warm else Path(warm["base"]) / "model"  # pointers before `start`
+    model, tokenizer, processor, adam = load_warm_model(start, Path(warm["warmup"]), pass_dtype(job.dtype))
+    rows, batches = shard_batches_for(data, start, model_cfg, range(len(data.pool)),
                                       shard, n_shards, batch_size)
     chunk = max(1, spec["chunk_batches"])
     parts = [f"batches{i:06d}" for i in range(0, len(batches), chunk)]
@@ -262,8 +300,9 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
         validation = validation_features(model, data, tokenizer, processor,
                                          make_template(tokenizer, model, model_cfg["template"]), spec, batch_size,
                                          device_for(device))
-    summary = run_shard(parts, compute, rows, out, {"shard": shard, "shards": n_shards, "spec": spec},
-                        parts_are="rows", meta=validation)
+    summary = run_shard(parts, compute, rows, out,
+                        {"shard": shard, "shards": n_shards, "spec": spec, "dtype": job.dtype},
+                        parts_are="rows", meta={**validation, **dtype_meta(job.dtype)})
     summary["validation_examples"] = int(len(validation.get("meta_validation_id", [])))
     log.info("gradients: %s", json.dumps(summary))
     return summary

@@ -61,6 +61,24 @@ def shard_batches_for(data: DataDir, checkpoint: Path, model_cfg: dict[str, Any]
     return mine, LazyBatches(make, len(batches))
 
 
+PASS_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def pass_dtype(name: str) -> torch.dtype:
+    """The dtype a feature pass loads the proxy's weights in (config features.dtype). Half precision halves the
+    memory and runs the matmuls on tensor cores; the suite's reductions cast to float32 (attention scores before
+    their softmax, blocks before the SVD, logits before the loss, per-example gradients before Adam and the
+    projection), so only the model's own activations are rounded."""
+    if name not in PASS_DTYPES:
+        raise ValueError(f"features.dtype must be one of {PASS_DTYPES}, got {name!r}")
+    return getattr(torch, name)
+
+
+def dtype_meta(name: str) -> dict[str, np.ndarray]:
+    """The pass's dtype as a meta_ array of the feature file (gather keeps it), so the file says how it was made."""
+    return {"meta_dtype": np.array(name)}
+
+
 def device_for(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

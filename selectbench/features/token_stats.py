@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import answer_token_targets, device_for, read_checkpoints, run_shard, \
-    shard_batches_for
+from selectbench.features.passes import answer_token_targets, device_for, dtype_meta, pass_dtype, \
+    read_checkpoints, run_shard, shard_batches_for
 from selectbench.models.build import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,14 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
     rows, batches = shard_batches_for(data, Path(checkpoint), model_cfg, range(len(data.pool)), shard, n_shards,
                                       batch_size)
 
+    dtype = pass_dtype(job.dtype)
+
     def compute(path: str) -> dict[str, np.ndarray]:
-        model = load_checkpoint(Path(path), with_processors=False)
+        model = load_checkpoint(Path(path), with_processors=False, dtype=dtype)
         return statistics_for_checkpoint(model, batches, device_for(device), desc=f"shard {shard}/{n_shards}")
 
-    summary = run_shard([checkpoint], compute, rows, out, {"shard": shard, "shards": n_shards, "spec": spec})
+    summary = run_shard([checkpoint], compute, rows, out,
+                        {"shard": shard, "shards": n_shards, "spec": spec, "dtype": job.dtype},
+                        meta=dtype_meta(job.dtype))
     log.info("token statistics: %s", json.dumps(summary))
     return summary

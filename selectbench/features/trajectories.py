@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
 from selectbench.features.attention import BatchLayout, randomized_svd_pass, record_blocks, top_singular_values
-from selectbench.features.passes import device_for, example_losses, read_checkpoints, run_shard, shard_batches_for
+from selectbench.features.passes import device_for, dtype_meta, example_losses, pass_dtype, read_checkpoints, \
+    run_shard, shard_batches_for
 from selectbench.models.build import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,15 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
     rows, batches = shard_batches_for(data, Path(checkpoints[0]), model_cfg, image_rows, shard, n_shards,
                                       batch_size)
 
+    dtype = pass_dtype(job.dtype)
+
     def compute(checkpoint: str) -> dict[str, np.ndarray]:
-        model = load_checkpoint(Path(checkpoint), with_processors=False)
+        model = load_checkpoint(Path(checkpoint), with_processors=False, dtype=dtype)
         return trajectories_for_checkpoint(model, batches, spec, device_for(device),
                                            desc=f"shard {shard}/{n_shards} {Path(checkpoint).name}")
 
-    summary = run_shard(checkpoints, compute, rows, out, {"shard": shard, "shards": n_shards, "spec": spec})
+    summary = run_shard(checkpoints, compute, rows, out,
+                        {"shard": shard, "shards": n_shards, "spec": spec, "dtype": job.dtype},
+                        meta=dtype_meta(job.dtype))
     log.info("trajectories: %s", json.dumps(summary))
     return summary

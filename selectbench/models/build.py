@@ -62,11 +62,11 @@ def load_model(model_dir: Path, threads: int | None = None, dtype: torch.dtype =
     return model, tokenizer, processor
 
 
-def load_checkpoint(checkpoint_dir: Path, with_processors: bool = True):
-    """A Trainer checkpoint (run/checkpoints/checkpoint-N: weights and config only). With processors, also the
-    tokenizer and image processor, read from the checkpoint if saved there, else from the run's published
-    model (run/model)."""
-    model = LlavaForConditionalGeneration.from_pretrained(Path(checkpoint_dir), dtype=torch.float32)
+def load_checkpoint(checkpoint_dir: Path, with_processors: bool = True, dtype: torch.dtype = torch.float32):
+    """A Trainer checkpoint (run/checkpoints/checkpoint-N: weights and config only), weights cast to dtype. With
+    processors, also the tokenizer and image processor, read from the checkpoint if saved there, else from the
+    run's published model (run/model)."""
+    model = LlavaForConditionalGeneration.from_pretrained(Path(checkpoint_dir), dtype=dtype)
     return (model, *load_processors(checkpoint_dir)) if with_processors else model
 
 

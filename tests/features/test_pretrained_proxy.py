@@ -66,10 +66,12 @@ def test_token_statistics_and_gradients_run_on_the_assembled_proxy(proxy, tiny_d
     assert stats["covered"].all() and np.isfinite(stats["nll"]).all() and (stats["nll"] > 0).all()
 
     warm_dir = tmp_path / "warm"
-    gradients.run_warmup(tiny_data, proxy["base"], proxy["cfg"],
-                         {"fraction": 0.1, "epochs": 1, "lr": 1e-3, "lora_r": 4, "seed": 0}, warm_dir)
+    # from the fine-tune's first checkpoint (paper scale's start: the connector is trained there)
+    spec = {"fraction": 0.1, "epochs": 1, "lr": 1e-3, "lora_r": 4, "seed": 0, "start": "proxy_checkpoint"}
+    start = gradients.warmup_start(spec, proxy["base"], proxy["listing"])
+    gradients.run_warmup(tiny_data, start, proxy["cfg"], spec, warm_dir)
     warm = tmp_path / "warmup.json"
-    warm.write_text(json.dumps({"base": str(proxy["base"]), "warmup": str(warm_dir)}))
+    warm.write_text(json.dumps({"model": str(start), "warmup": str(warm_dir)}))
     grads = _extract(gradients, tiny_data, {"gradient_warmup": warm}, {"dim": 64}, proxy["cfg"],
                      tmp_path / "grads", 16)
     assert grads["covered"].all() and np.isfinite(grads["projected"]).all()
