@@ -45,8 +45,10 @@ def _check_benchmarks():
             from selectbench.evaluation import lmms
 
             lmms_cfg = lmms.LmmsConfig.from_dict(config["evaluation"].get("lmms_eval"))
-            try:
-                lmms.check_tasks(ds["benchmarks"], lmms_cfg)
+            per_task = config["evaluation"].get("jobs", "per_model") == "per_task"
+            try:  # the tasks of each evaluate job (one run of lmms-eval)
+                for tasks in ([[b] for b in ds["benchmarks"]] if per_task else [ds["benchmarks"]]):
+                    lmms.check_tasks(tasks, lmms_cfg)
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
             judge = lmms_cfg.judge
@@ -98,6 +100,9 @@ wildcard_constraints:
     shard=r"[0-9]+",
     seed=r"[0-9]+",
     role=r"proxy|target",
+    # the benchmark of a per-task evaluate job's files (".<benchmark>"), empty for a per-model job (EVAL_PARTS)
+    part=r"(\.(" + "|".join(re.escape(b) for b in sorted({b for d in config["datasets"].values()
+                                                           for b in d["benchmarks"]})) + r"))?",
 
 
 RESOURCES = config.get("resources", {})
@@ -170,12 +175,47 @@ def runs(dataset):
     return out
 
 
+# evaluation.jobs: per_model runs every benchmark of a model in one evaluate job (the embedded default: one Python
+# start-up per model); per_task runs one job per model and benchmark, sized by resources.evaluate_runtime (paper
+# scale: a 7B model's ~250k answers do not fit one job's time limit, and a retry then repeats one task at most).
+EVAL_JOBS = config["evaluation"].get("jobs", "per_model")
+
+
+def eval_parts(dataset):
+    """The part of each evaluate job's file names for one model: "" (one job, every benchmark) or ".<benchmark>"."""
+    if EVAL_JOBS == "per_task":
+        return [f".{b}" for b in config["datasets"][dataset]["benchmarks"]]
+    return [""]
+
+
+def part_benchmarks(dataset, part):
+    """The benchmarks an evaluate job runs: its part's one, or every benchmark of the dataset."""
+    return [part[1:]] if part else config["datasets"][dataset]["benchmarks"]
+
+
 def eval_files(wildcards):
-    return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}.csv" for i, r, s in runs(wildcards.dataset)]
+    return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}{p}.csv"
+            for i, r, s in runs(wildcards.dataset) for p in eval_parts(wildcards.dataset)]
 
 
 def item_files(wildcards):
-    return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}.items.csv" for i, r, s in runs(wildcards.dataset)]
+    return [f"results/{wildcards.dataset}/eval/{i}/r{r}_s{s}{p}.items.csv"
+            for i, r, s in runs(wildcards.dataset) for p in eval_parts(wildcards.dataset)]
+
+
+def evaluate_resources():
+    """evaluate's resources, its runtime per job where resources.evaluate_runtime sizes it per benchmark."""
+    from selectbench.evaluation.specs import BENCHMARKS
+
+    unknown = sorted(set(RESOURCES.get("evaluate_runtime") or {}) - set(BENCHMARKS))
+    if unknown:  # a misspelt task would silently get the rule's runtime
+        raise ValueError(f"resources.evaluate_runtime: {unknown} are not benchmarks (known: {sorted(BENCHMARKS)})")
+    minutes = {(d, p): cluster.evaluate_runtime(RESOURCES, part_benchmarks(d, p))
+               for d in config["datasets"] for p in eval_parts(d)}
+    if None in minutes.values():
+        return rule_resources("evaluate")
+    return cluster.rule_resources(RESOURCES, "evaluate",
+                                  per_job={"runtime": (lambda w: minutes[(w.dataset, w.part)], set(minutes.values()))})
 
 
 def final_outputs():
@@ -295,8 +335,9 @@ def cost_plan(dataset):
             if i == label:
                 run = {"instance": label, "ratio": float(r), "seed": int(s)}
                 jobs += [{**_job(f"select_{label}_r{r}_s{s}", "select"), "stage": "select", **run},
-                         {**_job(f"train_target_{label}_r{r}_s{s}", "train_target"), "stage": "train", **run},
-                         {**_job(f"evaluate_{label}_r{r}_s{s}", "evaluate"), "stage": "evaluate", **run}]
+                         {**_job(f"train_target_{label}_r{r}_s{s}", "train_target"), "stage": "train", **run}]
+                jobs += [{**_job(f"evaluate_{label}_r{r}_s{s}{p}", "evaluate"), "stage": "evaluate", **run}
+                         for p in eval_parts(dataset)]
     return {"dataset": dataset, "reference": REFERENCE, "jobs": jobs}
 
 

@@ -25,27 +25,53 @@ def resource_spec(resources: dict[str, Any], rule: str) -> dict[str, Any]:
     return spec
 
 
-def scaled(value: int, factor: float, cap: int | None = None) -> Callable[..., int]:
-    """A Snakemake resource callable: value on the first attempt, × factor on each retry, never above cap."""
+def scaled(value: int | Callable[[Any], int], factor: float, cap: int | None = None) -> Callable[..., int]:
+    """A Snakemake resource callable: value (or value(wildcards), for a resource that differs between a rule's
+    jobs) on the first attempt, × factor on each retry, never above cap."""
 
     def on_attempt(wildcards, attempt: int) -> int:
-        grown = int(value * factor ** (attempt - 1))
+        first = value(wildcards) if callable(value) else value
+        grown = int(first * factor ** (attempt - 1))
         return grown if cap is None else min(grown, int(cap))
 
     return on_attempt
 
 
-def rule_resources(resources: dict[str, Any], rule: str) -> dict[str, Any]:
+def evaluate_runtime(resources: dict[str, Any], benchmarks: list[str]) -> int | None:
+    """Minutes of an evaluate job on these benchmarks: the sum of their resources.evaluate_runtime entries (a
+    benchmark without one counts the rule's own runtime); None without that map (the rule's runtime applies).
+    One job per model and benchmark (evaluation.jobs: per_task) then asks for what its benchmark needs: VQAv2 val
+    is 214k answers, MM-Vet 218."""
+    per = resources.get("evaluate_runtime") or {}
+    if not per:
+        return None
+    default = resource_spec(resources, "evaluate").get("runtime")
+    missing = [b for b in benchmarks if b not in per]
+    if missing and default is None:
+        raise ValueError(f"resources.evaluate_runtime has no entry for {missing} and resources.rules.evaluate no "
+                         "runtime to fall back on")
+    return int(sum(per.get(b, default) for b in benchmarks))
+
+
+def rule_resources(resources: dict[str, Any], rule: str,
+                   per_job: dict[str, tuple[Callable[[Any], int], set[int]]] | None = None) -> dict[str, Any]:
     """Keyword arguments for a rule's `resources:` directive. Keys named in retry_scale grow on retries up to
     their retry_cap (the largest node or the partition's time limit: a request above it would never start);
-    every scaled key needs a cap, and no first request may exceed it."""
+    every scaled key needs a cap, and no first request may exceed it. per_job: {key: (function of a job's
+    wildcards, every value it takes)} for a resource that differs between the rule's jobs (evaluate's runtime per
+    benchmark); each of those values is held to the cap as well."""
     scale = resources.get("retry_scale", {})
     cap = resources.get("retry_cap", {})
     uncapped = sorted(set(scale) - set(cap))
     if uncapped:
         raise ValueError(f"resources.retry_scale grows {', '.join(uncapped)} without a resources.retry_cap")
     spec = resource_spec(resources, rule)
-    over = {key: value for key, value in spec.items() if key in cap and value > cap[key]}
+    over = {key: max(values) for key, (_, values) in (per_job or {}).items()
+            if key in cap and values and max(values) > cap[key]}
+    for key, (value, _) in (per_job or {}).items():
+        spec[key] = value
+    over.update({key: value for key, value in spec.items()
+                 if key in cap and not callable(value) and value > cap[key]})
     if over:
         raise ValueError(f"resources.rules.{rule} asks for more than resources.retry_cap: "
                          + ", ".join(f"{key} {value} > {cap[key]}" for key, value in over.items()))

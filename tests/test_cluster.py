@@ -72,3 +72,25 @@ def test_a_rule_that_trains_must_ask_for_a_gpu_on_a_cluster():
         cluster.require_gpu(RESOURCES, "base_model", "models.proxy.stage1 trains the proxy base")
     cluster.require_gpu(RESOURCES, "train_target", "fine-tuning")
     cluster.require_gpu({}, "base_model", "a laptop: nothing is requested")
+
+
+def test_evaluate_runtime_is_sized_per_benchmark_and_grows_within_its_cap():
+    """resources.evaluate_runtime: a per-task evaluate job asks for its benchmark's minutes (a job of several
+    benchmarks, their sum; one not listed counts the rule's runtime), doubles on retries up to the cap, and a
+    first request above the cap is refused."""
+    sized = {**RESOURCES, "rules": {**RESOURCES["rules"], "evaluate": {"gpu": 1, "runtime": 240}},
+             "evaluate_runtime": {"vqav2_val": 900, "mmvet": 60}}
+    assert cluster.evaluate_runtime(RESOURCES, ["vqav2_val"]) is None  # no map: the rule's runtime
+    assert cluster.evaluate_runtime(sized, ["vqav2_val"]) == 900
+    assert cluster.evaluate_runtime(sized, ["pope"]) == 240
+    assert cluster.evaluate_runtime(sized, ["vqav2_val", "mmvet", "pope"]) == 900 + 60 + 240
+    minutes = {"vqav2_val": 900, "mmvet": 60}
+    res = cluster.rule_resources(sized, "evaluate", per_job={"runtime": (lambda w: minutes[w.task],
+                                                                         set(minutes.values()))})
+    vqa, mmvet = type("W", (), {"task": "vqav2_val"})(), type("W", (), {"task": "mmvet"})()
+    assert [res["runtime"](vqa, attempt) for attempt in (1, 2, 3)] == [900, 1200, 1200]
+    assert [res["runtime"](mmvet, attempt) for attempt in (1, 2, 3)] == [60, 120, 240]
+    with pytest.raises(ValueError, match="runtime 1300 > 1200"):
+        cluster.rule_resources(sized, "evaluate", per_job={"runtime": (lambda w: 1300, {60, 1300})})
+    with pytest.raises(ValueError, match="no runtime to fall back on"):
+        cluster.evaluate_runtime({"evaluate_runtime": {"mmvet": 60}}, ["pope"])

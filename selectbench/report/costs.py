@@ -5,7 +5,8 @@ The plan (rules/common.smk, cost_plan) names the jobs behind each instance: the 
 (proxy base and fine-tune, CLIP, gradient warm-up, feature shards and gathers), its score step, and per ratio and
 seed its select step, target training and evaluation. A shared job counts in full for every instance that needs
 it: that is what someone adopting that one method pays. Selection = shared + score + select; training = the
-subset's target training; select, training and evaluation are per seed (the mean over seeds). Measured: wall
+subset's target training; select, training and evaluation are per seed (the mean over seeds; an evaluation split
+into one job per benchmark is the sum of its jobs). Measured: wall
 seconds and Snakemake's cpu_time on the machine that ran the DAG; GPU-hours = wall time × the GPUs the job's rule
 requests (config `resources`), 0 for a CPU job. A record that is missing is NaN with the reason, never 0.
 """
@@ -71,7 +72,11 @@ def _sum(jobs: pd.DataFrame, column: str) -> float:
 
 
 def _per_seed(jobs: pd.DataFrame, column: str) -> float:
-    return float(jobs[column].mean(skipna=False)) if len(jobs) else np.nan
+    """The mean over seeds of each seed's jobs summed (an evaluation is one job per benchmark with
+    evaluation.jobs per_task)."""
+    if not len(jobs):
+        return np.nan
+    return float(jobs.groupby("seed")[column].agg(lambda s: s.sum(skipna=False)).mean(skipna=False))
 
 
 def cost_summary(jobs: pd.DataFrame, reference: str) -> pd.DataFrame:

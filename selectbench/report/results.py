@@ -54,7 +54,8 @@ def load_results(path: str | Path = "results") -> pd.DataFrame:
 
 
 def load_items(path: str | Path = "results") -> pd.DataFrame:
-    """The per-item rows (ITEM_COLUMNS) of every evaluation under a results folder, or of one items file."""
+    """The per-item rows (ITEM_COLUMNS) of every evaluation under a results folder (a per-task evaluation's parts,
+    r<ratio>_s<seed>.<benchmark>.items.csv, included), or of one items file."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.glob("*/eval/*/*.items.csv"))
     return read_long(files, ITEM_COLUMNS, "per-item results (<dataset>/eval/<method>/r<ratio>_s<seed>.items.csv)", path)

@@ -100,6 +100,29 @@ def test_selection_training_and_the_ratio_to_one_full_training(records):
     assert ppl["total_gpu_h"] == 0 and math.isnan(ppl["selection_vs_full_gpu_h"])
 
 
+def test_an_evaluation_split_into_per_task_jobs_costs_the_sum_of_its_jobs(records):
+    """evaluation.jobs per_task: one evaluate job per benchmark (evaluate_<run>.<benchmark>); a seed's evaluation
+    is the sum of its jobs, the mean over seeds as for every other stage; a missing part is NaN, never 0."""
+    plan = _plan()
+    parts = {"pope": 2.0, "gqa": 7.0}
+    jobs = []
+    for job in plan["jobs"]:
+        if job["stage"] != "evaluate":
+            jobs.append(job)
+            continue
+        for bench, seconds in parts.items():
+            name = f"{job['job']}.{bench}"
+            jobs.append({**job, "job": name})
+            (records / f"{name}.tsv").write_text(
+                HEADER + f"{seconds + job['seed']}\t0:00:01\t100.0\t200\t90\t95\t0\t0\t50\t1\n")
+    summary = cost_summary(job_costs(jobs, records), "full")
+    assert _row(summary, "random")["evaluate_s"] == pytest.approx(9.0)
+    assert _row(summary, "perplexity")["evaluate_s"] == pytest.approx((9.0 + 11.0) / 2)  # seeds 0 and 1
+    (records / "evaluate_el2n_r0.5_s0.gqa.tsv").unlink()
+    summary = cost_summary(job_costs(jobs, records), "full")
+    assert math.isnan(_row(summary, "el2n")["evaluate_s"])
+
+
 def test_gpu_hours_are_wall_time_times_the_rule_gpus(records):
     summary = cost_summary(job_costs(_plan(gpus=(4, 8))["jobs"], records), "full")
     ppl = _row(summary, "perplexity")

@@ -37,10 +37,24 @@ def _plan(workdir, attempt: int) -> list[dict]:
         res = re.search(r"^\s+resources: (.*)$", block, re.M)
         threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
         shell = re.search(r"^Shell command: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
         jobs.append({"rule": head.group(1), "threads": int(threads.group(1)) if threads else 1,
                      "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {},
-                     "shell": shell.group(1) if shell else ""})
+                     "shell": shell.group(1) if shell else "",
+                     "wildcards": dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {}})
     return jobs
+
+
+def _first_request(job: dict) -> dict:
+    """What config/paper.yaml asks for a job on its first attempt: the default overlaid with its rule's resources;
+    a per-task evaluate job's runtime from resources.evaluate_runtime."""
+    rules = PAPER["resources"]["rules"]
+    name = "train_target" if job["rule"] == "train_reference" else job["rule"]
+    first = {**PAPER["resources"]["default"], **rules.get(name, {})}
+    if name == "evaluate":
+        task = job["wildcards"]["part"].removeprefix(".")
+        first["runtime"] = PAPER["resources"]["evaluate_runtime"].get(task, first["runtime"])
+    return first
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +74,10 @@ def test_the_whole_grid_is_planned(plan):
     subsets = sum(len(d["ratios"]) for d in PAPER["datasets"].values()) * methods * len(PAPER["seeds"])
     assert counts["train_target"] == subsets
     assert counts["train_reference"] == len(PAPER["datasets"]) * len(PAPER["reference_seeds"])
-    assert counts["evaluate"] == subsets + counts["train_reference"]
+    # one evaluate job per trained model and task (evaluation.jobs: per_task)
+    assert PAPER["evaluation"]["jobs"] == "per_task"
+    tasks = {len(d["benchmarks"]) for d in PAPER["datasets"].values()}
+    assert len(tasks) == 1 and counts["evaluate"] == (subsets + counts["train_reference"]) * tasks.pop()
     assert counts["prepare_data"] == len(PAPER["datasets"])
     assert counts["feature_shard"] % PAPER["features"]["shards"] == 0 and counts["feature_shard"] > 0
     assert counts["tokenizer"] == 0, "pretrained models bring their own tokenizer"
@@ -79,12 +96,31 @@ def test_gpu_rules_carry_the_configured_resources(plan):
             want = rules[name]
             assert int(res["gpu"]) == want["gpu"], job
             assert int(res["cpus_per_gpu"]) == want["cpus_per_gpu"], job
-            assert int(res["mem_mb"]) == want["mem_mb"] and int(res["runtime"]) == want["runtime"], job
+            assert int(res["mem_mb"]) == want["mem_mb"], job
+            assert int(res["runtime"]) == _first_request(job)["runtime"], job
             assert "cpus_per_task" not in res, "cpus_per_task would override cpus_per_gpu in sbatch"
         elif job["rule"] != "all":
             assert "gpu" not in res, f"{job['rule']} is a CPU rule but asks for a GPU"
             assert int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0
     assert seen == GPU_RULES
+
+
+def test_each_evaluate_job_runs_one_task_for_its_own_time(plans):
+    """evaluation.jobs per_task: one job per model and task, writing its own part of the model's rows, asking for
+    its task's minutes (resources.evaluate_runtime: VQAv2 val's 214k answers far more than MM-Vet's 218); on a retry
+    twice that, within the cap."""
+    sizes = PAPER["resources"]["evaluate_runtime"]
+    cap = PAPER["resources"]["retry_cap"]["runtime"]
+    for attempt, jobs in plans.items():
+        seen = {}
+        for job in jobs:
+            if job["rule"] != "evaluate":
+                continue
+            task = job["wildcards"]["part"].removeprefix(".")
+            assert f"--benchmarks {task} " in job["shell"] and f".{task}.csv" in job["shell"], job["shell"]
+            seen[task] = int(job["resources"]["runtime"])
+        assert seen == {t: min(m * 2 ** (attempt - 1), cap) for t, m in sizes.items()}, attempt
+    assert sizes["vqav2_val"] > 4 * sizes["mmvet"]
 
 
 def test_multi_gpu_rules_start_one_process_per_gpu(plan):
@@ -129,7 +165,6 @@ def test_no_multi_gpu_job_can_span_two_nodes(plans):
 def test_no_retry_asks_for_more_than_its_cap(plans):
     cap, scale = PAPER["resources"]["retry_cap"], PAPER["resources"]["retry_scale"]
     assert set(scale) <= set(cap), "every resource that grows on retries has a cap"
-    rules = PAPER["resources"]["rules"]
     for attempt, jobs in plans.items():
         for job in jobs:
             if job["rule"] == "all":
@@ -137,8 +172,7 @@ def test_no_retry_asks_for_more_than_its_cap(plans):
             res = job["resources"]
             for key in scale:
                 assert int(res[key]) <= cap[key], (attempt, job["rule"], key, res[key])
-            name = "train_target" if job["rule"] == "train_reference" else job["rule"]
-            first = {**PAPER["resources"]["default"], **rules.get(name, {})}
+            first = _first_request(job)
             for key in scale:   # grows as configured until it meets the cap
                 assert int(res[key]) == min(int(first[key] * scale[key] ** (attempt - 1)), cap[key]), (attempt, job)
     last = next(job for job in plans[max(ATTEMPTS)] if job["rule"] == "train_target")["resources"]
