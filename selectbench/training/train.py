@@ -81,10 +81,20 @@ def _optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optim
                              weight_decay=cfg.get("weight_decay", 0.0))
 
 
+def code_digest() -> str:
+    """sha256 over the source of the code a training run executes (selectbench/training and selectbench/models):
+    checkpoints written by other code (a changed default, a fixed bug) are not resumed."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted([*(package / "training").glob("*.py"), *(package / "models").glob("*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _fingerprint(records: list[dict], cfg: dict[str, Any], seed: int, model) -> str:
-    """What a run's checkpoints depend on: the training records, the training settings, the seed and the
-    starting weights (their config and a checksum of a few tensors)."""
-    digest = hashlib.sha256(json.dumps([records, cfg, seed], sort_keys=True, default=str).encode())
+    """What a run's checkpoints depend on: the training records, the training settings, the seed, the starting
+    weights (their config and a checksum of a few tensors) and the training code."""
+    digest = hashlib.sha256(json.dumps([records, cfg, seed, code_digest()], sort_keys=True, default=str).encode())
     tensors = list(model.state_dict().values())
     with torch.no_grad():
         for tensor in tensors[:: max(1, len(tensors) // 16)]:
@@ -118,6 +128,35 @@ class ResumeStateInLastCheckpoint(TrainerCallback):
                     path.unlink()
 
 
+LOSS_SUM_FILE = "loss_sum.json"
+
+
+class LossSumInCheckpoints(TrainerCallback):
+    """Writes the sum of the training losses so far into every checkpoint, so that a resumed run reports the mean
+    over all its steps as an uninterrupted run does (the Trainer's training_loss covers only the steps since the
+    resume). Reads the Trainer's running sums, hence the trainer reference set after construction."""
+
+    def __init__(self, prior: float = 0.0):
+        self.prior = prior
+        self.trainer: Trainer | None = None
+
+    def session_sum(self) -> float:
+        return float(self.trainer._total_loss_scalar) + float(self.trainer._tr_loss.item())
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / LOSS_SUM_FILE
+            path.write_text(json.dumps({"step": state.global_step, "loss_sum": self.prior + self.session_sum()}))
+
+
+def _prior_loss_sum(checkpoint: str | None) -> float | None:
+    """The loss sum a resumed checkpoint carries (0 for a fresh run; None if it has none)."""
+    if checkpoint is None:
+        return 0.0
+    path = Path(checkpoint) / LOSS_SUM_FILE
+    return json.loads(path.read_text())["loss_sum"] if path.exists() else None
+
+
 def is_main_process() -> bool:
     """True except in the non-zero ranks of a multi-process (torchrun) job: only rank 0 publishes outputs."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -137,8 +176,9 @@ def _resumable_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
     settings (e.g. a rerun after the subset changed) are removed instead of resumed."""
     stamp = checkpoints / "fingerprint.txt"
     if checkpoints.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        log.warning("removing %s: its checkpoints come from another run (different data, settings or start)",
-                    checkpoints)
+        if stamp.exists() or any(checkpoints.glob("checkpoint-*")):  # else: an empty folder the Trainer made
+            log.warning("removing %s: its checkpoints come from another run (different data, settings, start or "
+                        "training code)", checkpoints)
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
@@ -238,25 +278,31 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         disable_tqdm=False,
     )
     trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
-    own = [ResumeStateInLastCheckpoint()] if cfg.get("resume_state", "all") == "last" else []
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
-                          data_collator=Collator(tokenizer.pad_token_id, images),
-                          optimizers=(_optimizer(model, cfg), None), callbacks=own + (callbacks or []))
     # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
     with args.main_process_first(desc="checkpoint check"):
         last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))
+    prior = _prior_loss_sum(last)
+    losses = LossSumInCheckpoints(prior or 0.0)
+    own = [losses] + ([ResumeStateInLastCheckpoint()] if cfg.get("resume_state", "all") == "last" else [])
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
+                          data_collator=Collator(tokenizer.pad_token_id, images),
+                          optimizers=(_optimizer(model, cfg), None), callbacks=own + (callbacks or []))
+    losses.trainer = trainer
     if last:
         log.info("resuming from %s", last)
     if last and cfg.get("finetune", "full") != "lora":
         _load_weights(model, last)
     result = trainer.train(resume_from_checkpoint=last)
+    # the mean over every step, the resumed ones included; rounded, since a resume groups the float sums differently
+    train_loss = (round((prior + float(trainer._total_loss_scalar)) / trainer.state.global_step, 10)
+                  if prior is not None and trainer.state.global_step else result.training_loss)
     if on_finish is not None:
         on_finish(trainer)
     if cfg.get("finetune", "full") == "lora":
         model = model.merge_and_unload()
     summary = {"examples": len(dataset), "steps": steps, "save_steps": save_steps,
                "fully_masked": dataset.fully_masked, "truncated": dataset.truncated, "truncation": dataset.truncation,
-               "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime"),
+               "train_loss": train_loss, "train_runtime_s": result.metrics.get("train_runtime"),
                "loss_log": [h for h in trainer.state.log_history if "loss" in h],
                "epochs_run": trainer.state.epoch}
     return model, summary

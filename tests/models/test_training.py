@@ -107,6 +107,33 @@ def test_checkpoints_of_another_subset_are_not_resumed(tmp_path, base, tiny_data
     assert any("come from another run" in r.message for r in caplog.records)
 
 
+
+def test_checkpoints_of_other_training_code_are_not_resumed(tmp_path, base, tiny_data, tiny_config, caplog,
+                                                            monkeypatch):
+    """A changed default or fixed bug in the training code, then a rerun: the old checkpoints are not resumed."""
+    from selectbench.training import train as train_module
+
+    cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
+    cfg["finetune"]["checkpoints"] = 2
+    real = train_module.train
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "train",
+                      lambda *args, **kwargs: real(*args, **kwargs, callbacks=[_StopAfterFirstCheckpoint()]))
+        with pytest.raises(_Interrupt):
+            finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
+    monkeypatch.setattr(train_module, "code_digest", lambda: "other code")
+    with caplog.at_level("INFO"):
+        finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
+    assert not any("resuming from" in r.message for r in caplog.records)
+    assert any("come from another run" in r.message for r in caplog.records)
+
+
+def test_a_fresh_run_warns_about_nothing(tmp_path, base, tiny_data, tiny_config, caplog):
+    cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
+    with caplog.at_level("WARNING"):
+        finetune(tiny_data, base, list(range(32)), cfg, 0, tmp_path, 1)
+    assert not any("another run" in r.message for r in caplog.records)
+
 def test_lora_initialisation_does_not_depend_on_the_random_state(base):
     from selectbench.training.train import apply_lora
 
@@ -174,6 +201,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, request, tiny_dat
     assert set(straight) == set(resumed)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight), \
         [k for k in straight if not torch.equal(straight[k], resumed[k])][:5]
+    # the summary too: the mean loss over every step, not only those run after the resume
+    summaries = [json.loads((tmp_path / run / "train_summary.json").read_text()) for run in ("straight", "resumed")]
+    assert summaries[0]["train_loss"] == summaries[1]["train_loss"] > 0
+    assert summaries[0]["loss_log"] == summaries[1]["loss_log"]
 
 
 
