@@ -21,8 +21,10 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
+from selectbench.evaluation import responses
 from selectbench.evaluation.items import item_rows, write_items
 from selectbench.evaluation.specs import TASKS, TaskSpec
+from selectbench.models.locate import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class LmmsConfig:
     offline: bool = True                                # HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE
     include_path: str | None = None                     # extra task folder (--include_path)
     timeout_s: float | None = None
+    # opt-in fixed subsample per task: lmms-eval's --limit, its first N documents (a task with one runs alone)
+    limit: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> LmmsConfig:
@@ -112,6 +116,10 @@ class LmmsConfig:
         if isinstance(out.max_judge_failures, bool) or not isinstance(out.max_judge_failures, int) \
                 or out.max_judge_failures < 0:
             raise ValueError(f"evaluation.lmms_eval.max_judge_failures {out.max_judge_failures!r}: expected a count >= 0")
+        if not isinstance(out.limit, dict) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                                  for n in out.limit.values()):
+            raise ValueError(f"evaluation.lmms_eval.limit {out.limit!r}: expected a document count >= 1 per task "
+                             "(e.g. {vqav2_val: 20000})")
         return out
 
 
@@ -139,10 +147,14 @@ def generation(spec: TaskSpec, gen_kwargs: dict | None = None) -> str:
     return "greedy" if t <= 0 else f"temperature {t:g} sampled"
 
 
-def protocol(spec: TaskSpec, version: str, judge: Judge | None = None, gen_kwargs: dict | None = None) -> str:
+def protocol(spec: TaskSpec, version: str, judge: Judge | None = None, gen_kwargs: dict | None = None,
+             subsample: tuple[int, int] | None = None) -> str:
     """Label of a task's numbers, e.g. "lmms-eval 0.7.3: VQAv2 val (not test-dev), VQA soft accuracy; greedy"
-    (gen_kwargs None: the default, greedy)."""
+    (gen_kwargs None: the default, greedy). subsample: (documents evaluated, documents in the task) of a run
+    limited by evaluation.lmms_eval.limit, labelled "first N of M documents"."""
     text = f"lmms-eval {version}: {spec.protocol}"
+    if subsample and subsample[0] < subsample[1]:
+        text += f"; subsample: first {subsample[0]} of {subsample[1]} documents (lmms-eval --limit)"
     text += f"; judge {judge.model}" if spec.judge and judge else ""
     return text + (f"; {generation(spec, gen_kwargs)}" if spec.generates else "")
 
@@ -154,6 +166,14 @@ def check_tasks(tasks: list[str], cfg: LmmsConfig, specs: dict[str, TaskSpec] = 
     unknown = [t for t in tasks if t not in specs]
     if unknown:
         raise ValueError(f"lmms-eval tasks {unknown} are not supported (known: {sorted(specs)})")
+    unknown = sorted(set(cfg.limit) - set(specs))
+    if unknown:
+        raise ValueError(f"evaluation.lmms_eval.limit names {unknown}, not lmms-eval tasks the suite knows "
+                         f"(known: {sorted(specs)})")
+    limited = [t for t in tasks if t in cfg.limit]
+    if limited and len(tasks) > 1:
+        raise ValueError(f"evaluation.lmms_eval.limit subsamples {limited}, but lmms-eval's --limit applies to every "
+                         f"task of a run and this one runs {tasks}: set evaluation.jobs: per_task")
     if cfg.judge is None:
         for t in tasks:
             if specs[t].judge:
@@ -216,9 +236,11 @@ def model_args(model_dir: Path, cfg: LmmsConfig) -> str:
     return ",".join(parts)
 
 
-def build_command(model_dir: Path, tasks: list[str], cfg: LmmsConfig, output_dir: Path) -> list[str]:
+def build_command(model_dir: Path, tasks: list[str], cfg: LmmsConfig, output_dir: Path,
+                  store: Path | None = None) -> list[str]:
     """The lmms-eval command line. It runs lmms-eval's own CLI through selectbench.evaluation.lmms_model, which
-    only adds the "selectbench" model to lmms-eval's registry (for llava_hf it is `python -m lmms_eval`)."""
+    adds the "selectbench" model to lmms-eval's registry and, given a store folder, resumes from the answers stored
+    there (selectbench.evaluation.responses); for llava_hf it is otherwise `python -m lmms_eval`."""
     cmd = [sys.executable, "-m", "selectbench.evaluation.lmms_model", "--model", cfg.model,
            "--model_args", model_args(model_dir, cfg), "--tasks", ",".join(tasks), "--batch_size", "1",
            "--log_samples", "--output_path", str(output_dir)]
@@ -226,6 +248,11 @@ def build_command(model_dir: Path, tasks: list[str], cfg: LmmsConfig, output_dir
         cmd += ["--gen_kwargs", ",".join(_arg_string(cfg.gen_kwargs, "gen_kwargs"))]
     if cfg.include_path:
         cmd += ["--include_path", str(cfg.include_path)]
+    limits = {cfg.limit[t] for t in tasks if t in cfg.limit}
+    if limits:
+        cmd += ["--limit", str(limits.pop())]   # one task per run (check_tasks)
+    if store is not None:
+        cmd += ["--use_cache", str(store)]      # the suite's per-sample store behind lmms-eval's cache hook
     return cmd
 
 
@@ -284,10 +311,11 @@ def samples_path(results_path: Path, task: str) -> Path:
 
 
 def parse_results(results_path: Path, tasks: list[str], specs: dict[str, TaskSpec] = TASKS,
-                  gen_kwargs: dict | None = None) -> dict[str, dict[str, float]]:
+                  gen_kwargs: dict | None = None, limit: dict | None = None) -> dict[str, dict[str, float]]:
     """{task: {metric: value in percent}} from lmms-eval's results file; a task or metric that is missing, not a
     number, or outside 0–100 after scaling is an error naming the file, and so is a generation task whose logged
-    config ran at another temperature than gen_kwargs asks for (when given)."""
+    config ran at another temperature than gen_kwargs asks for (when given), and a task evaluated on fewer
+    documents than it has, unless limit (evaluation.lmms_eval.limit) asks for exactly that many."""
     data = json.loads(Path(results_path).read_text())
     results = data.get("results")
     if not isinstance(results, dict):
@@ -314,8 +342,11 @@ def parse_results(results_path: Path, tasks: list[str], specs: dict[str, TaskSpe
                                     f"{expected:g} (evaluation.lmms_eval.gen_kwargs): its protocol label would lie")
         counts = data.get("n-samples", {}).get(task, {})
         if counts and counts.get("effective") != counts.get("original"):
-            raise LmmsEvalError(f"{results_path}: {task} was evaluated on {counts.get('effective')} of "
-                                f"{counts.get('original')} documents (a --limit run is not a result)")
+            asked = (limit or {}).get(task)
+            if asked is None or counts.get("effective") != min(asked, counts.get("original")):
+                raise LmmsEvalError(f"{results_path}: {task} was evaluated on {counts.get('effective')} of "
+                                    f"{counts.get('original')} documents (a --limit run is not a result unless "
+                                    f"evaluation.lmms_eval.limit asks for it: {asked})")
         out[task] = values
     return out
 
@@ -423,12 +454,15 @@ def collect(results_path: Path, tasks: list[str], cfg: LmmsConfig, key: dict, ve
             specs: dict[str, TaskSpec] = TASKS) -> tuple[list[dict], dict, list[dict]]:
     """Rows (COLUMNS of run.py), predictions {task: [{id, output}]} and per-item rows
     (selectbench.evaluation.items) from a finished run's files."""
-    values = parse_results(results_path, tasks, specs, cfg.gen_kwargs)
+    values = parse_results(results_path, tasks, specs, cfg.gen_kwargs, cfg.limit)
+    counts = json.loads(Path(results_path).read_text()).get("n-samples", {})
     rows, predictions, per_item = [], {}, []
     fallbacks = read_fallbacks(results_path) if any(specs[t].judge and t != "mmvet" for t in tasks) else []
     for task in tasks:
         spec = specs[task]
-        label = protocol(spec, version, cfg.judge, cfg.gen_kwargs)
+        n = counts.get(task) or {}
+        subsample = (n["effective"], n["original"]) if task in cfg.limit and "effective" in n else None
+        label = protocol(spec, version, cfg.judge, cfg.gen_kwargs, subsample)
         samples = read_samples(samples_path(results_path, task))
         for metric, value in values[task].items():
             rows.append({**key, "benchmark": task, "metric": metric, "value": round(value, 4), "protocol": label})
@@ -462,7 +496,9 @@ def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, 
                   predictions_out: Path, specs: dict[str, TaskSpec] = TASKS,
                   items_out: Path | None = None) -> list[dict]:
     """Evaluate a saved model with lmms-eval on its leaf tasks → long-format rows in percent (also written to out_csv,
-    with the per-sample answers in predictions_out). lmms-eval's own files stay in <out_csv without .csv>.lmms/.
+    with the per-sample answers in predictions_out). lmms-eval's own files stay in <out_csv without .csv>.lmms/,
+    every answer in <out_csv without .csv>.responses/ as it is given, where a rerun of the same model resumes
+    (selectbench.evaluation.responses).
     Besides each task's metrics, rows hold its sample count ("samples"), for generation tasks the number of
     empty answers ("empty_answers") and for judge-scored tasks the number of judge failures ("judge_failures"):
     counts, not percent."""
@@ -479,7 +515,14 @@ def evaluate_lmms(model_dir: Path, tasks: list[str], lmms_cfg: dict, key: dict, 
     output_dir.mkdir(parents=True)
     log_path = output_dir / "lmms_eval.log"
     env[FALLBACKS_ENV] = str(output_dir / FALLBACKS_FILE)
-    run(build_command(Path(model_dir), tasks, cfg, output_dir), env, log_path, cfg.timeout_s)
+    store = Path(out_csv).with_suffix(".responses")
+    kept = responses.prepare(store, {"model": cfg.model, "model_args": model_args(Path(model_dir), cfg),
+                                     "model_files": fingerprint(str(Path(model_dir).resolve())),
+                                     "lmms_eval": version})
+    if kept:
+        log.info("%s: resuming with %d stored answers", store, kept)
+    env[responses.STORE_ENV] = str(store)
+    run(build_command(Path(model_dir), tasks, cfg, output_dir, store), env, log_path, cfg.timeout_s)
     rows, predictions, per_item = collect(find_results(output_dir, log_path), tasks, cfg, key, version, specs)
     if items_out is not None:
         write_items(per_item, Path(items_out))

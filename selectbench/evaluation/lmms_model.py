@@ -4,7 +4,8 @@ predict.loglikelihoods behind lmms-eval's model interface, so the real harness c
 Run as a module, this is lmms-eval's own command line with the model registered under the name "selectbench":
 ``python -m selectbench.evaluation.lmms_model --model selectbench --model_args pretrained=DIR,template=FILE ...``
 (for any other model, such as llava_hf, it behaves as ``python -m lmms_eval``, and records MMBench's random-letter
-fallbacks where the suite asks for them: record_judge_fallbacks).
+fallbacks where the suite asks for them: record_judge_fallbacks; where the suite names a store, every answer goes
+to the suite's per-sample store instead of lmms-eval's response cache: selectbench.evaluation.responses).
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ def main() -> None:
 
     if os.environ.get(FALLBACKS_ENV):
         record_judge_fallbacks(Path(os.environ[FALLBACKS_ENV]))
+    from selectbench.evaluation import responses
+
+    if os.environ.get(responses.STORE_ENV):  # --use_cache <store>: resume from the answers stored there
+        responses.install()
     from lmms_eval.__main__ import cli_evaluate
 
     cli_evaluate()

@@ -403,3 +403,57 @@ def test_generation_is_greedy_unless_configured_and_the_label_says_which(tmp_pat
     path.write_text(json.dumps(body))
     rows, _, _ = collect(path, ["mmvet"], LmmsConfig(), KEY, "0.7.3")
     assert all(r["protocol"].endswith("; greedy") for r in rows)
+
+
+def test_a_subsample_is_opt_in_per_task_runs_alone_and_is_labelled(tmp_path):
+    """evaluation.lmms_eval.limit: lmms-eval's --limit on the one task of a run (it would cut every task of the
+    run), accepted in the results file only where the config asks for exactly that many, and named in the
+    protocol; a run with a limit nobody asked for is still refused."""
+    cfg = LmmsConfig.from_dict({"model": "selectbench", "limit": {"vqav2_val": 20000}})
+    cmd = build_command(tmp_path / "m", ["vqav2_val"], cfg, tmp_path / "o")
+    assert cmd[cmd.index("--limit") + 1] == "20000"
+    assert "--limit" not in build_command(tmp_path / "m", ["gqa"], cfg, tmp_path / "o")
+    with pytest.raises(ValueError, match="set evaluation.jobs: per_task"):
+        check_tasks(["gqa", "vqav2_val"], cfg)
+    check_tasks(["vqav2_val"], cfg)
+    with pytest.raises(ValueError, match="not lmms-eval tasks"):
+        check_tasks(["gqa"], LmmsConfig(limit={"vqav2": 10}))
+    for bad in ({"vqav2_val": 0}, {"vqav2_val": 0.5}, [20000]):
+        with pytest.raises(ValueError, match="limit"):
+            LmmsConfig.from_dict({"model": "selectbench", "limit": bad})
+
+    path = _results_dir(tmp_path, {"vqav2_val": {"exact_match,none": 0.7}}, {"vqav2_val": ["yes"] * 4},
+                        n_samples={"vqav2_val": {"original": 214354, "effective": 4}})
+    with pytest.raises(LmmsEvalError, match="4 of 214354"):
+        collect(path, ["vqav2_val"], LmmsConfig(), KEY, "0.7.3")
+    with pytest.raises(LmmsEvalError, match="4 of 214354"):
+        collect(path, ["vqav2_val"], LmmsConfig(limit={"vqav2_val": 5}), KEY, "0.7.3")
+    rows, _, _ = collect(path, ["vqav2_val"], LmmsConfig(limit={"vqav2_val": 4}), KEY, "0.7.3")
+    assert {r["protocol"] for r in rows} == {"lmms-eval 0.7.3: VQAv2 val (not test-dev), VQA soft accuracy; "
+                                             "subsample: first 4 of 214354 documents (lmms-eval --limit); greedy"}
+    assert lmms.protocol(TASKS["vqav2_val"], "0.7.3", subsample=(214354, 214354)) == lmms.protocol(
+        TASKS["vqav2_val"], "0.7.3")  # a limit above the task's size evaluates all of it: nothing to say
+
+
+def test_every_answer_goes_to_the_suites_store_beside_the_rows(tmp_path, monkeypatch):
+    """The run names the store (lmms-eval's --use_cache hook, the folder in the entry point's environment); a
+    store left by another model is emptied before the run."""
+    seen = {}
+
+    def stop(cmd, env, *args):
+        seen.update(cmd=cmd, env=env)
+        raise LmmsEvalError("stopped after the command")
+
+    monkeypatch.setattr(lmms, "installed_version", lambda: "0.7.3")
+    monkeypatch.setattr(lmms, "run", stop)
+    model, specs = _local_model(tmp_path)
+    store = tmp_path / "e.responses"
+    store.mkdir()
+    (store / "identity.json").write_text(json.dumps({"format": 1, "model": "another"}))
+    (store / "responses.rank0.jsonl").write_text('{"key": "k", "response": "stale"}\n')
+    with pytest.raises(LmmsEvalError, match="stopped"):
+        evaluate_lmms(model, ["local"], {"model": "selectbench"}, KEY, tmp_path / "e.csv", tmp_path / "p.json", specs)
+    assert seen["cmd"][seen["cmd"].index("--use_cache") + 1] == str(store)
+    assert seen["env"][lmms.responses.STORE_ENV] == str(store)
+    assert not (store / "responses.rank0.jsonl").exists()
+    assert json.loads((store / "identity.json").read_text())["model"] == "selectbench"

@@ -6,10 +6,14 @@ import copy
 import csv
 import json
 import re
+import shutil
 
 import pytest
 
-from selectbench.evaluation.lmms import LmmsConfig, collect, evaluate_lmms, find_results, parse_results, samples_path
+from selectbench.evaluation import responses
+from selectbench.evaluation.lmms import (
+    LmmsConfig, LmmsEvalError, collect, evaluate_lmms, find_results, parse_results, samples_path,
+)
 from selectbench.evaluation.lmms_tasks import SAME_NUMBERS, write_local_tasks
 from selectbench.evaluation.run import evaluate
 from selectbench.embedded.tokenizer import build_tokenizer
@@ -153,6 +157,68 @@ def test_llava_hf_adapter_on_the_saved_model_gives_the_same_numbers(local, tiny_
     for task in tasks:
         bench = task.removeprefix("selectbench_")
         assert [p["output"] for p in predictions[task]] == [p["output"] for p in local["predictions"][bench]], task
+
+
+def _selectbench_cfg(local, model_cfg, **extra) -> dict:
+    template = local["work"] / "template.json"
+    template.write_text(json.dumps(model_cfg["template"]))
+    return {"model": "selectbench", "model_args": {"template": str(template), "threads": 1},
+            "include_path": str(local["work"] / "tasks"), "max_empty_fraction": 0.0, **extra}
+
+
+def test_a_run_killed_mid_way_resumes_from_its_stored_answers(local, tiny_model, model_cfg, monkeypatch):
+    """Every answer is stored as it is given (<out>.responses/); a rerun after a kill asks the model only for what
+    is missing and writes the same rows, answers and item scores as an uninterrupted run."""
+    monkeypatch.setenv(responses.CHUNK_ENV, "4")
+    work, specs = local["work"], local["specs"]
+    tasks = ["selectbench_vqav2", "selectbench_gqa", "selectbench_mmbench"]  # generations and log-likelihoods
+    cfg = _selectbench_cfg(local, model_cfg)
+    whole = evaluate_lmms(tiny_model, tasks, cfg, KEY, work / "whole.csv", work / "whole.json", specs,
+                          items_out=work / "whole.items.csv")
+    stored = (work / "whole.responses" / "responses.rank0.jsonl").read_text().splitlines(keepends=True)
+    assert len(stored) == sum(r["value"] for r in whole if r["metric"] == "samples" and r["benchmark"] != tasks[2]) \
+        + 4 * next(r["value"] for r in whole if r["metric"] == "samples" and r["benchmark"] == tasks[2])  # 4 options
+    assert "0 answers reused" in (work / "whole.lmms" / "lmms_eval.log").read_text()
+
+    # what a kill leaves: the store of the run so far, its last line cut short
+    killed = work / "killed.responses"
+    shutil.copytree(work / "whole.responses", killed)
+    (killed / "responses.rank0.jsonl").write_text("".join(stored[:10]) + stored[10][:30])
+    resumed = evaluate_lmms(tiny_model, tasks, cfg, KEY, work / "killed.csv", work / "killed.json", specs,
+                            items_out=work / "killed.items.csv")
+    log_text = (work / "killed.lmms" / "lmms_eval.log").read_text()
+    assert f"8 answers reused, {len(stored) - 8} asked of the model" in log_text  # two whole chunks of four
+    assert resumed == whole
+    assert (work / "killed.json").read_text() == (work / "whole.json").read_text()
+    assert (work / "killed.items.csv").read_text() == (work / "whole.items.csv").read_text()
+
+
+def test_an_opt_in_subsample_is_labelled_in_the_protocol_and_the_tables(local, tiny_model, model_cfg):
+    """evaluation.lmms_eval.limit: lmms-eval's --limit, its first N documents; the rows, the item scores and the
+    tables say so, and a limited run without the setting is still refused."""
+    from selectbench.report.tables import summarise, to_markdown
+
+    work, specs = local["work"], local["specs"]
+    task = "selectbench_vqav2"
+    total = len(json.loads((work / "builtin.json").read_text())["vqav2"])
+    cfg = _selectbench_cfg(local, model_cfg, limit={task: 5})
+    rows = evaluate_lmms(tiny_model, [task], cfg, KEY, work / "limited.csv", work / "limited.json", specs,
+                         items_out=work / "limited.items.csv")
+    label = f"subsample: first 5 of {total} documents (lmms-eval --limit)"
+    assert total > 5 and all(label in r["protocol"] for r in rows)
+    assert {r["metric"]: r["value"] for r in rows}["samples"] == 5
+    with open(work / "limited.items.csv", newline="") as fh:
+        assert len({r["item"] for r in csv.DictReader(fh)}) == 5
+    assert len(json.loads((work / "limited.json").read_text())[task]) == 5
+    # the tables print each benchmark's protocol (here the rows stand in for vqav2_val's, whose spec the tables know)
+    table = [{**r, "method": m, "ratio": ratio, "benchmark": "vqav2_val"} for m, ratio in (("full", 1.0),
+                                                                                         ("random", 0.1))
+             for r in rows if r["metric"] == specs[task].primary]
+    assert label in to_markdown(summarise(table, "full", ["vqav2_val"], chance_margin=0), ["vqav2_val"], "digits")
+    with pytest.raises(LmmsEvalError, match="5 of"):
+        collect(find_results(work / "limited.lmms"), [task], LmmsConfig(), KEY, "0.7.3", specs)
+    with pytest.raises(ValueError, match="evaluation.jobs: per_task"):
+        evaluate_lmms(tiny_model, [task, "selectbench_gqa"], cfg, KEY, work / "x.csv", work / "x.json", specs)
 
 
 def _by_metric(items: list[dict]) -> dict[tuple[str, str], list[float]]:
