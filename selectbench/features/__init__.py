@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class ShardJob:
     """What one shard job of a feature extraction is given: the data, the artifacts the feature requires (by name),
     its spec, the proxy's model config, which shard of how many, and where to write its rows and arrays. dtype is
-    the precision the proxy's weights are loaded in for the pass (config features.dtype); reductions (softmax of
+    the precision the model's weights are loaded in for the pass (config features.dtype); reductions (softmax of
     attention scores, SVD, losses, per-example gradients, projection) stay in float32 whatever it is."""
 
     data: DataDir

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
 from selectbench.features import ShardJob
-from selectbench.features.passes import device_for, run_shard
+from selectbench.features.passes import device_for, dtype_meta, pass_dtype, run_shard
 from selectbench.features.sharding import plan_batches, shard_batches
 from selectbench.models.clip import encode_texts, load_clip, record_text
 
@@ -64,12 +64,15 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
 
     def compute(_: str) -> dict[str, np.ndarray]:
         model, tokenizer, processor = load_clip(source)
+        model = model.to(pass_dtype(job.dtype))  # features.dtype; the cosine is taken in float32
         max_length = model.config.text_config.max_position_embeddings
         images = ImageLoader(data.image_root, processor)
         records = [data.pool[r] for r in rows]
         return {"clip_score": clip_scores(model, tokenizer, images, records, local, device_for(device), max_length,
                                           desc=f"clip shard {shard}/{n_shards}")}
 
-    summary = run_shard([source], compute, rows, out, {"shard": shard, "shards": n_shards, "model": source})
+    summary = run_shard([source], compute, rows, out,
+                        {"shard": shard, "shards": n_shards, "model": source, "dtype": job.dtype},
+                        meta=dtype_meta(job.dtype))
     log.info("clip scores: %s", json.dumps(summary))
     return summary

@@ -65,10 +65,10 @@ PASS_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def pass_dtype(name: str) -> torch.dtype:
-    """The dtype a feature pass loads the proxy's weights in (config features.dtype). Half precision halves the
-    memory and runs the matmuls on tensor cores; the suite's reductions cast to float32 (attention scores before
-    their softmax, blocks before the SVD, logits before the loss, per-example gradients before Adam and the
-    projection), so only the model's own activations are rounded."""
+    """The dtype a feature pass loads its model's weights in (config features.dtype: the proxy's, CLIP's). Half
+    precision halves the memory and runs the matmuls on tensor cores; the suite's reductions cast to float32
+    (attention scores before their softmax, blocks before the SVD, logits before the loss, per-example gradients
+    before Adam and the projection, CLIP's cosine), so only the model's own activations are rounded."""
     if name not in PASS_DTYPES:
         raise ValueError(f"features.dtype must be one of {PASS_DTYPES}, got {name!r}")
     return getattr(torch, name)
