@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from selectbench.evaluation.evaluators import COLUMNS
 from selectbench.evaluation.items import ITEM_COLUMNS
 
 _TYPES = {"ratio": float, "seed": int, "value": float}
+_FILLED = ("dataset", "method", "ratio", "seed", "benchmark", "item", "metric", "value")  # never empty in a row
 
 
 def read_long(files: list[Path], columns: tuple[str, ...], what: str, where: Path | str,
@@ -23,18 +25,75 @@ def read_long(files: list[Path], columns: tuple[str, ...], what: str, where: Pat
     the optional ones the files have: numbers (NaN where a row has no value, never 0) and text."""
     if not files:
         raise FileNotFoundError(f"{where}: no {what} found")
-    frames = [pd.read_csv(f, dtype={"item": str, "protocol": str}, keep_default_na=False) for f in files]
-    for f, frame in zip(files, frames):
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{f}: not a {what} file (no {missing})")
+    frames = [_read_one(Path(f), columns, what) for f in files]
     frame = pd.concat(frames, ignore_index=True)
     kept = [*columns, *(c for c in (*optional, *optional_text) if c in frame.columns)]
-    frame = frame[kept].astype(_TYPES)
+    frame = frame[kept]
     for c in optional:
         if c in frame.columns:
             frame[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce")
     return frame
+
+
+def _read_one(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    """One long-format CSV with its required columns present, filled and typed; ValueError naming the file and the
+    row otherwise (a truncated or hand-edited file, a file of another kind)."""
+    try:
+        frame = pd.read_csv(path, dtype={"item": str, "protocol": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable {what} file ({err})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a {what} file (no {missing})")
+    for column in (c for c in columns if c in _FILLED):
+        empty = frame.index[frame[column].astype(str).str.strip() == ""]
+        if len(empty):
+            raise ValueError(f"{path}: row {empty[0] + 2} has no {column} (a truncated or edited file?)")
+    for column, kind in _TYPES.items():
+        if column in frame.columns:
+            try:
+                frame[column] = frame[column].astype(kind)
+            except ValueError as err:
+                raise ValueError(f"{path}: column {column}: {err}") from None
+    return frame
+
+
+# metrics that count (samples, empty answers, judge failures: selectbench.evaluation.lmms); every other metric is a
+# score in percent, on 0–100
+COUNT_METRICS = ("samples", "empty_answers", "judge_failures")
+# an evaluation's rows file: results/<dataset>/eval/<method>/r<ratio>_s<seed>[.<benchmark>].csv
+EVAL_FILE = re.compile(r"r(?P<ratio>[0-9.]+)_s(?P<seed>[0-9]+)(\.(?P<benchmark>[^/]+))?\.csv")
+
+
+def check_evaluation_rows(frame: pd.DataFrame, path: Path) -> None:
+    """An evaluation file's rows are what its place says (dataset, method, ratio, seed and, for a per-task part, the
+    benchmark), each once, with values on their scale; ValueError naming the file and the row otherwise."""
+    def fail(row: int, detail: str) -> None:
+        raise ValueError(f"{path}: row {row + 2}: {detail} (evaluation rows are checked where the report reads them)")
+
+    named = EVAL_FILE.fullmatch(path.name)
+    if named and len(path.parts) >= 4 and path.parts[-3] == "eval":
+        expected = {"dataset": path.parts[-4], "method": path.parts[-2], "ratio": float(named["ratio"]),
+                    "seed": int(named["seed"])}
+        if named["benchmark"]:
+            expected["benchmark"] = named["benchmark"]
+        for column, value in expected.items():
+            wrong = frame.index[frame[column] != value]
+            if len(wrong):
+                found = frame.at[wrong[0], column]
+                fail(wrong[0], f"{column} {found.item() if hasattr(found, 'item') else found!r} in the file of "
+                               f"{column} {value!r}")
+    twice = frame.index[frame.duplicated(["benchmark", "metric"])]
+    if len(twice):
+        fail(twice[0], f"{frame.at[twice[0], 'benchmark']} {frame.at[twice[0], 'metric']} given twice")
+    counts = frame.metric.isin(COUNT_METRICS)
+    bad = frame.index[~counts & ~frame.value.between(0, 100)]
+    if len(bad):
+        fail(bad[0], f"{frame.at[bad[0], 'benchmark']} {frame.at[bad[0], 'metric']} = {frame.at[bad[0], 'value']}, "
+                     "outside 0–100 percent")
+    bad = frame.index[counts & ~(frame.value >= 0)]
+    if len(bad):
+        fail(bad[0], f"{frame.at[bad[0], 'metric']} = {frame.at[bad[0], 'value']} is not a count")
 
 
 # tables made from the long ones (comparisons, published side by side, costs, the cross-dataset overview)

@@ -35,8 +35,21 @@ def read_rows(paths: list[Path]) -> pd.DataFrame:
     typed DataFrame."""
     from selectbench.report.results import read_long
 
+    from selectbench.report.results import check_evaluation_rows
+
     required = tuple(c for c in COLUMNS if c != "protocol")
-    return as_frame(read_long(paths, required, "evaluation", "the report's inputs", optional_text=("protocol",)))
+    frames = [read_long([path], required, "evaluation", path, optional_text=("protocol",)) for path in paths]
+    for path, frame in zip(paths, frames):
+        check_evaluation_rows(frame, Path(path))
+    frame = as_frame(pd.concat(frames, ignore_index=True))
+    key = ["dataset", "method", "ratio", "seed", "benchmark", "metric"]
+    twice = frame[frame.duplicated(key, keep=False)]
+    if len(twice):
+        first = twice.iloc[0]
+        files = [str(p) for p, f in zip(paths, frames)
+                 if ((f[key] == first[key]).all(axis=1)).any()]
+        raise ValueError(f"{' and '.join(files)}: the same result twice ({', '.join(f'{k} {first[k]}' for k in key)})")
+    return frame
 
 
 # the long table: the evaluation rows and, where per-item scores can recompute a row, its 95% bootstrap interval

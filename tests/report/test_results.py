@@ -55,3 +55,43 @@ def test_tables_made_from_the_long_ones_are_not_read_as_results(tmp_path):
     for name in ("d_comparisons.csv", "d_published.csv", "d_costs.csv", "overview.csv"):
         (tmp_path / "tables" / name).write_text("a,b\n1,2\n")
     assert load_results(tmp_path)["dataset"].tolist() == ["d"]
+
+
+def _eval_file(root, method="random", name="r0.1_s0.csv", rows=None):
+    path = root / "d" / "eval" / method / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = rows or [f"d,{method},0.1,0,pope,f1,85.5,builtin", f"d,{method},0.1,0,gqa,accuracy,40.0,builtin"]
+    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["d,random,0.1,0,pope,f1,150.0,builtin"], r"row 2: pope f1 = 150.0, outside 0–100 percent"),
+    (["d,random,0.1,0,pope,samples,-3,lmms"], r"row 2: samples = -3.0 is not a count"),
+    (["d,xmas,0.1,0,pope,f1,85.5,builtin"], r"row 2: method 'xmas' in the file of method 'random'"),
+    (["d,random,0.2,0,pope,f1,85.5,builtin"], r"row 2: ratio 0.2 in the file of ratio 0.1"),
+    (["d,random,0.1,0,pope,f1,85.5,builtin", "d,random,0.1,0,pope,f1,85.5,builtin"], r"row 3: pope f1 given twice"),
+    (["d,random,0.1,0,pope,f1,85.5,builtin", "d,random,0.1,0,gqa,accura"], r"row 3 has no value"),
+    (["d,random,0.1,0,pope,f1,high,builtin"], r"column value"),
+])
+def test_edited_or_truncated_evaluation_files_are_named(tmp_path, rows, message):
+    """A hand-edited or cut-off evaluation CSV stops the report, naming the file and the row, instead of a table
+    showing POPE F1 150 or one method's rows under another's name."""
+    from selectbench.report.tables import read_rows
+
+    path = _eval_file(tmp_path, rows=rows)
+    with pytest.raises(ValueError, match=rf"{path}: {message}"):
+        read_rows([path])
+
+
+def test_the_same_result_in_two_files_is_named(tmp_path):
+    from selectbench.report.tables import read_rows
+
+    whole = _eval_file(tmp_path)
+    part = _eval_file(tmp_path, name="r0.1_s0.pope.csv", rows=["d,random,0.1,0,pope,f1,85.5,builtin"])
+    assert len(read_rows([whole])) == 2 and len(read_rows([part])) == 1
+    with pytest.raises(ValueError, match=rf"{whole} and {part}: the same result twice"):
+        read_rows([whole, part])
+    wrong_part = _eval_file(tmp_path, name="r0.1_s0.gqa.csv", rows=["d,random,0.1,0,pope,f1,85.5,builtin"])
+    with pytest.raises(ValueError, match="benchmark 'pope' in the file of benchmark 'gqa'"):
+        read_rows([wrong_part])
