@@ -37,7 +37,9 @@ def cmd_base(a) -> None:
 def cmd_finetune(a) -> None:
     from selectbench.training.stages import finetune
 
-    rows = json.loads(Path(a.subset).read_text())["rows"] if a.subset else None
+    from selectbench.data.pools import read_subset
+
+    rows = read_subset(DataDir(a.data), Path(a.subset)) if a.subset else None
     s = finetune(DataDir(a.data), Path(a.base), rows, a.model_config, a.seed, Path(a.out), a.threads)
     logging.info("fine-tune done: %d examples, loss %.4f in %.0f s", s["examples"], s["train_loss"], s["wall_s"])
     from selectbench.training.train import is_main_process

@@ -51,3 +51,37 @@ def test_a_pretrained_clip_that_cannot_be_loaded_fails_the_step(tmp_path, tiny_d
         main(["clip", "--data", str(tiny_data.path), "--config", json.dumps({"pretrained": "/no/such/clip"}),
               "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "clip.json")])
     assert not (tmp_path / "clip.json").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["rows"].append(s["rows"][0]), r"row \d+ repeated \(1 repeats\)"),
+    (lambda s: s["rows"].append(10**6), r"rows \[1000000\] outside the pool"),
+    (lambda s: s.update(rows="0,1"), r"'rows' must be a list of row indices"),
+])
+def test_finetune_refuses_an_edited_subset_naming_it(tmp_path, tiny_data, tiny_config, change, message):
+    """A subset is read through the same checks as its export: nothing trains on a repeated or foreign row."""
+    subset = {"rows": [0, 1, 2, 3]}
+    change(subset)
+    path = tmp_path / "r0.1_s0.json"
+    path.write_text(json.dumps(subset))
+    from selectbench.data.validate import PoolError
+
+    with pytest.raises(PoolError, match=rf"{path}: {message}"):
+        main(["finetune", "--data", str(tiny_data.path), "--base", str(tmp_path / "no-base"), "--model-config",
+              json.dumps(tiny_config["models"]["target"]), "--subset", str(path), "--out", str(tmp_path / "ft")])
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_pool_edited_after_publishing_is_refused(tmp_path, tiny_data):
+    import shutil
+
+    from selectbench.data.datadir import DataDir
+    from selectbench.data.validate import PoolError
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data.path, data, symlinks=True)
+    assert len(DataDir(data).pool) == len(tiny_data.pool)
+    records = json.loads((data / "pool.json").read_text())
+    (data / "pool.json").write_text(json.dumps(records[1:]))  # one record removed by hand
+    with pytest.raises(PoolError, match=rf"{data / 'pool.json'}: changed since the prepare step published it"):
+        DataDir(data).pool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,18 @@ class DataDir:
 
     @cached_property
     def pool(self) -> list[dict]:
-        return json.loads((self.path / self.manifest["pool"]).read_text())
+        """The published records, checked against the hash the prepare step recorded: a pool.json edited after
+        publishing would otherwise mix into subsets whose sidecars name the old pool."""
+        from selectbench.data.validate import PoolError
+
+        path = self.path / self.manifest["pool"]
+        raw = path.read_bytes()
+        expected = self.manifest.get("pool_sha256")
+        if expected and hashlib.sha256(raw).hexdigest() != expected:
+            raise PoolError(f"{path}: changed since the prepare step published it (sha256 differs from "
+                            f"{self.path / 'manifest.json'}); rerun it (snakemake -R prepare_data) instead of editing "
+                            "a published pool")
+        return json.loads(raw)
 
     def captions(self) -> list[dict]:
         return json.loads((self.path / self.manifest["captions"]).read_text())

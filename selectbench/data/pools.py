@@ -198,7 +198,18 @@ def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:
     Checks that the subset belongs to this pool (its ids, and the pool hash in its .meta.json sidecar if any)."""
     from selectbench.data.datadir import DataDir
 
-    data, subset_json = DataDir(Path(data_dir)), Path(subset_json)
+    data = DataDir(Path(data_dir))
+    rows = read_subset(data, Path(subset_json))
+    pool = data.pool
+    fields = data.manifest.get("metadata_fields", [])
+    write_json_records(Path(out_json), (original_record(pool[r], fields) for r in sorted(rows)))
+    return {"out": str(out_json), "records": len(rows), "text_only": sum("image" not in pool[r] for r in rows)}
+
+
+def read_subset(data, subset_json: Path) -> list[int]:
+    """The rows of a subset file ({rows, ids} as the select step writes them), checked against the data folder's
+    pool: integer rows inside it, none repeated, the ids the rows have there, and the pool hash of its .meta.json
+    sidecar; PoolError naming the file otherwise (a hand-edited, corrupt or foreign subset)."""
     subset = load_json(subset_json, dict, "a JSON object")
     rows, ids = subset.get("rows"), subset.get("ids")
     pool = data.pool
@@ -207,8 +218,11 @@ def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:
     bad = [r for r in rows if not 0 <= r < len(pool)]
     if bad:
         raise PoolError(f"{subset_json}: rows {bad[:5]} outside the pool of {len(pool)} records in {data.path}")
-    if len(set(rows)) != len(rows):
-        raise PoolError(f"{subset_json}: repeated rows")
+    seen: set[int] = set()
+    repeated = [r for r in rows if r in seen or seen.add(r)]
+    if repeated:
+        raise PoolError(f"{subset_json}: row {repeated[0]} repeated ({len(repeated)} repeats): a subset selects each "
+                        "example once")
     if ids is not None:
         if len(ids) != len(rows):
             raise PoolError(f"{subset_json}: {len(ids)} ids for {len(rows)} rows")
@@ -222,6 +236,4 @@ def export_subset(data_dir: Path, subset_json: Path, out_json: Path) -> dict:
         if expected and expected != data.pool_hash():
             raise PoolError(f"{meta_path}: pool_sha256 {expected[:12]}… differs from {data.path}'s "
                             f"{data.pool_hash()[:12]}…: the subset was selected from another pool")
-    fields = data.manifest.get("metadata_fields", [])
-    write_json_records(Path(out_json), (original_record(pool[r], fields) for r in sorted(rows)))
-    return {"out": str(out_json), "records": len(rows), "text_only": sum("image" not in pool[r] for r in rows)}
+    return rows
