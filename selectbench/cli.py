@@ -13,6 +13,12 @@ import logging
 import sys
 from pathlib import Path
 
+# Every step runs offline unless the environment says otherwise (HF_HUB_OFFLINE=0): weights come from the local
+# Hugging Face cache, so a missing one fails at once instead of starting a download on a compute node. Set before
+# any Hugging Face library is imported, since they read it once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 from selectbench.config import read_settings
 from selectbench.data.datadir import DataDir
 from selectbench.io import atomic_file, atomic_write_json, atomic_write_text

@@ -85,3 +85,16 @@ def test_a_pool_edited_after_publishing_is_refused(tmp_path, tiny_data):
     (data / "pool.json").write_text(json.dumps(records[1:]))  # one record removed by hand
     with pytest.raises(PoolError, match=rf"{data / 'pool.json'}: changed since the prepare step published it"):
         DataDir(data).pool
+
+
+def test_every_step_runs_offline_unless_the_environment_says_otherwise():
+    import os
+
+    probe = "import selectbench.cli, huggingface_hub.constants as c, datasets.config as d; " \
+            "print(c.HF_HUB_OFFLINE, d.HF_DATASETS_OFFLINE)"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert run.stdout.split() == ["True", "True"], run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**env, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"})
+    assert run.stdout.split() == ["False", "False"], run.stderr[-2000:]

@@ -260,6 +260,8 @@ def run_env(tasks: list[str], cfg: LmmsConfig, specs: dict[str, TaskSpec] = TASK
     env = dict(os.environ)
     if cfg.offline:
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    else:  # offline: false lets lmms-eval fetch its benchmark data, whatever the steps' offline default
+        env.update(HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", TRANSFORMERS_OFFLINE="0")
         if any(specs[t].hub for t in tasks):
             from huggingface_hub import get_token
 
