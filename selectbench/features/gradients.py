@@ -126,7 +126,8 @@ def load_warm_model(start_model: Path, warmup_dir: Path, dtype: torch.dtype = to
     model = PeftModel.from_pretrained(model, Path(warmup_dir) / "adapter", is_trainable=True)
     for name, param in model.named_parameters():
         param.requires_grad = "lora_" in name
-    adam = torch.load(Path(warmup_dir) / "adam_state.pt")
+    # tensors only: weights_only refuses a pickle that would run code, whatever torch's default
+    adam = torch.load(Path(warmup_dir) / "adam_state.pt", map_location="cpu", weights_only=True)
     return model.eval(), tokenizer, processor, adam
 
 
