@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -101,12 +102,15 @@ def cmd_gradient_warmup(a) -> None:
 
 
 def cmd_feature_shard(a) -> None:
-    from selectbench.features import ShardJob, with_plugins
+    from selectbench.features import ShardJob, job_fingerprint, with_plugins
+    from selectbench.features.sharding import claim_parts, parts_dir
     from selectbench.selection.registry import discover
 
     features = with_plugins(discover(a.methods_dir))
     job = ShardJob(DataDir(a.data), {k: Path(v) for k, v in a.inputs.items()}, a.spec, a.model_config, a.shard,
                    a.shards, a.batch_size, Path(a.out), a.threads, a.device, a.dtype)
+    # parts a killed run of this job left are resumed only if that run had the same inputs, settings and code
+    claim_parts(parts_dir(job.out), job_fingerprint(job, a.feature))
     summary = features[a.feature].load()(job)
     logging.info("%s shard %d/%d: %d examples in %.1f s", a.feature, a.shard, a.shards, summary["examples"],
                  summary["seconds"])

@@ -44,6 +44,20 @@ def code_version() -> str:
     return commit + (" + uncommitted changes" if dirty else "")
 
 
+def source_digest(*packages: str) -> str:
+    """sha256 over the source of selectbench subpackages (e.g. "training", "models"): what resumable partial work
+    records, so that work done by other code is recomputed, not resumed."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).glob("*.py")):
+            digest.update(f"{package}/{path.name}".encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def machine() -> str:
     """Where the numbers were made (floating-point sums differ between CPUs)."""
     import os

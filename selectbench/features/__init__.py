@@ -9,7 +9,9 @@ Snakefile reads it at planning time.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +100,49 @@ FEATURES: dict[str, Feature] = {
         extractor="selectbench.features.clip_score:extract_shard",
     ),
 }
+
+
+def _identity(path: Path) -> dict[str, Any]:
+    """What an input is: a file's sha256, and for the folders a JSON file names (checkpoint lists, warm-up and model
+    records) the size and modification time of each file in them (re-training rewrites them); a folder's the same."""
+    def stats(folder: Path) -> list:
+        return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+
+    path = Path(path)
+    if path.is_dir():
+        return {"path": str(path), "files": stats(path)}
+    if not path.is_file():
+        return {"path": str(path), "missing": True}
+    raw = path.read_bytes()
+    named: list[str] = []
+    try:
+        stack = [json.loads(raw)]
+    except ValueError:
+        stack = []
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += list(value.values())
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, str) and Path(value).is_dir():
+            named.append(value)
+    return {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(),
+            "folders": {d: stats(Path(d)) for d in sorted(set(named))}}
+
+
+def job_fingerprint(job: ShardJob, feature: str) -> str:
+    """Everything a shard job's output depends on: the feature and its spec, the model config, the shard plan, the
+    pass's dtype, the pool's hash, its inputs' identities and the feature code's source. A killed job's parts are
+    resumed only by a job with the same fingerprint (sharding.claim_parts)."""
+    from selectbench.versions import source_digest
+
+    payload = {"feature": feature, "spec": job.spec, "model": job.model_cfg, "shard": job.shard,
+               "shards": job.shards, "batch_size": job.batch_size, "dtype": job.dtype,
+               "pool": job.data.manifest.get("pool_sha256"),
+               "inputs": {name: _identity(path) for name, path in sorted(job.inputs.items())},
+               "code": source_digest("features", "models")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def with_plugins(methods: dict[str, Any]) -> dict[str, Feature]:

@@ -13,7 +13,7 @@ import torch
 
 from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
-from selectbench.features.sharding import clear, plan_batches, run_parts, save_npz, shard_batches
+from selectbench.features.sharding import clear, parts_dir, plan_batches, run_parts, save_npz, shard_batches
 from transformers import LlavaConfig
 
 from selectbench.models.build import load_processors
@@ -107,7 +107,7 @@ def run_shard(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
     rows (and any extra meta_* arrays). parts_are='checkpoints': each part covers all rows, stacked on axis 1
     (one slot per checkpoint); 'rows': parts are consecutive chunks of the rows, concatenated, one slot on axis 1."""
     t0 = time.time()
-    work = Path(out).with_name(Path(out).name + ".parts")
+    work = parts_dir(Path(out))
     done = run_parts(parts, compute, work)
     per = [done[p] for p in parts]
     if parts_are == "checkpoints":

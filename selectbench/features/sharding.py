@@ -8,6 +8,7 @@ whatever N is, so the gathered arrays are bit-for-bit identical for any shard co
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable
@@ -15,6 +16,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from selectbench.io import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 def conversation_length(record: dict) -> int:
@@ -33,6 +36,25 @@ def shard_batches(batches: list[np.ndarray], shard: int, n_shards: int) -> list[
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} outside 0..{n_shards - 1}")
     return batches[shard::n_shards]
+
+
+def parts_dir(out: Path) -> Path:
+    """Where a shard job keeps its finished parts until it publishes `out`."""
+    return Path(out).with_name(Path(out).name + ".parts")
+
+
+def claim_parts(work_dir: Path, fingerprint: str) -> None:
+    """Keep the parts a killed job left in work_dir only if that job had this fingerprint (the same inputs,
+    settings and code: selectbench.features.job_fingerprint); otherwise discard them, saying so, so a resumed job
+    never mixes parts of two configurations. Then record the fingerprint for the parts to come."""
+    stamp = work_dir / "job.json"
+    if work_dir.exists():
+        old = json.loads(stamp.read_text()).get("fingerprint") if stamp.exists() else None
+        if old != fingerprint:
+            log.warning("discarding %s: its parts were computed from other inputs, settings or code", work_dir)
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint}))
 
 
 def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]], work_dir: Path

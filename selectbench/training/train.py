@@ -82,13 +82,11 @@ def _optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optim
 
 
 def code_digest() -> str:
-    """sha256 over the source of the code a training run executes (selectbench/training and selectbench/models):
-    checkpoints written by other code (a changed default, a fixed bug) are not resumed."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent
-    for path in sorted([*(package / "training").glob("*.py"), *(package / "models").glob("*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    """The source of the code a training run executes (selectbench/training and selectbench/models): checkpoints
+    written by other code (a changed default, a fixed bug) are not resumed."""
+    from selectbench.versions import source_digest
+
+    return source_digest("training", "models")
 
 
 def _fingerprint(records: list[dict], cfg: dict[str, Any], seed: int, model) -> str:
