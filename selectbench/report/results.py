@@ -83,7 +83,7 @@ def check_evaluation_rows(frame: pd.DataFrame, path: Path) -> None:
                 found = frame.at[wrong[0], column]
                 fail(wrong[0], f"{column} {found.item() if hasattr(found, 'item') else found!r} in the file of "
                                f"{column} {value!r}")
-    twice = frame.index[frame.duplicated(["benchmark", "metric"])]
+    twice = frame.index[frame.duplicated(["dataset", "method", "ratio", "seed", "benchmark", "metric"])]
     if len(twice):
         fail(twice[0], f"{frame.at[twice[0], 'benchmark']} {frame.at[twice[0], 'metric']} given twice")
     counts = frame.metric.isin(COUNT_METRICS)
