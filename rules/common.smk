@@ -277,6 +277,33 @@ def model_config(role):
     return settings(f"models.{role}", config["models"][role])
 
 
+def feature_batch_size(wildcards):
+    """Examples per batch of a feature pass: features.batch_size, or for the per-example gradients (a backward pass
+    that keeps every layer's activations and each example's full LoRA gradient) features.gradient_batch_size where
+    set."""
+    if wildcards.feature == "lora_gradients":
+        return config["features"].get("gradient_batch_size", config["features"]["batch_size"])
+    return config["features"]["batch_size"]
+
+
+def gradient_warmup_inputs(wildcards):
+    """The data and the warm-up's start (gradient_warmup.start): the proxy base, or the proxy fine-tune's checkpoint
+    list (the warm-up then waits for the fine-tune and starts from one of its checkpoints, connector trained)."""
+    out = {"data": f"results/{wildcards.dataset}/data"}
+    if config["gradient_warmup"].get("start", "base") == "proxy_checkpoint":
+        out["checkpoints"] = ARTIFACT_PATHS["proxy_checkpoints"].format(dataset=wildcards.dataset)
+    else:
+        out["base"] = f"results/{wildcards.dataset}/base/proxy/model"
+    return out
+
+
+def gradient_warmup_start(wildcards, input):
+    """--base (the proxy base's folder) or --checkpoints (the fine-tune's checkpoint list)."""
+    if "checkpoints" in input.keys():
+        return f"--checkpoints {input.checkpoints}"
+    return f"--base {os.path.dirname(input.base)}"
+
+
 def _job(name, rule):
     """A job of the cost plan: its benchmark record's name (results/benchmarks/<dataset>/<name>.tsv), its rule and
     the GPUs that rule asks for (0 where the config's resources request none, as on a laptop)."""
@@ -314,7 +341,6 @@ def warmup_start_jobs():
     if config["gradient_warmup"].get("start", "base") == "proxy_checkpoint":
         return [_job("proxy_finetune", "proxy_finetune")]
     return []
-
 
 
 def cost_plan(dataset):

@@ -1,12 +1,3 @@
-def feature_batch_size(wildcards):
-    """Examples per batch of a feature pass: features.batch_size, or for the per-example gradients (a backward pass
-    that keeps every layer's activations and each example's full LoRA gradient) features.gradient_batch_size where
-    set."""
-    if wildcards.feature == "lora_gradients":
-        return config["features"].get("gradient_batch_size", config["features"]["batch_size"])
-    return config["features"]["batch_size"]
-
-
 rule feature_shard:
     """One shard of a shared per-example feature (e.g. XMAS trajectories over every proxy checkpoint)."""
     input:

@@ -79,24 +79,6 @@ rule clip_model:
         " --model-dir {params.model_dir} --out {output} --threads {threads} > {log} 2>&1"
 
 
-def gradient_warmup_inputs(wildcards):
-    """The data and the warm-up's start (gradient_warmup.start): the proxy base, or the proxy fine-tune's checkpoint
-    list (the warm-up then waits for the fine-tune and starts from one of its checkpoints, connector trained)."""
-    out = {"data": f"results/{wildcards.dataset}/data"}
-    if config["gradient_warmup"].get("start", "base") == "proxy_checkpoint":
-        out["checkpoints"] = ARTIFACT_PATHS["proxy_checkpoints"].format(dataset=wildcards.dataset)
-    else:
-        out["base"] = f"results/{wildcards.dataset}/base/proxy/model"
-    return out
-
-
-def gradient_warmup_start(wildcards, input):
-    """--base (the proxy base's folder) or --checkpoints (the fine-tune's checkpoint list)."""
-    if "checkpoints" in input.keys():
-        return f"--checkpoints {input.checkpoints}"
-    return f"--base {os.path.dirname(input.base)}"
-
-
 rule gradient_warmup:
     """LESS's warm-up: a short LoRA run of the proxy (its base, or a checkpoint of its fine-tune) on a seeded
     fraction of the pool (Adam state kept)."""

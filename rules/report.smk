@@ -124,6 +124,8 @@ rule gpu_estimate:
     params:
         plans=lambda w: settings("gpu_estimate.plans", [cost_plan(d) for d in config["datasets"]]),
         config=lambda w: settings("gpu_estimate.config", config),
+    conda:
+        CONDA_ENV
     log:
         "results/logs/gpu_estimate.log",
     shell:
