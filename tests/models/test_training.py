@@ -107,7 +107,6 @@ def test_checkpoints_of_another_subset_are_not_resumed(tmp_path, base, tiny_data
     assert any("come from another run" in r.message for r in caplog.records)
 
 
-
 def test_checkpoints_of_other_training_code_are_not_resumed(tmp_path, base, tiny_data, tiny_config, caplog,
                                                             monkeypatch):
     """A changed default or fixed bug in the training code, then a rerun: the old checkpoints are not resumed."""
@@ -115,12 +114,7 @@ def test_checkpoints_of_other_training_code_are_not_resumed(tmp_path, base, tiny
 
     cfg = json.loads(json.dumps(tiny_config["models"]["target"]))
     cfg["finetune"]["checkpoints"] = 2
-    real = train_module.train
-    with monkeypatch.context() as patch:
-        patch.setattr(train_module, "train",
-                      lambda *args, **kwargs: real(*args, **kwargs, callbacks=[_StopAfterFirstCheckpoint()]))
-        with pytest.raises(_Interrupt):
-            finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
+    _killed_finetune(monkeypatch, _StopAfterFirstCheckpoint(), tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
     monkeypatch.setattr(train_module, "code_digest", lambda: "other code")
     with caplog.at_level("INFO"):
         finetune(tiny_data, base, list(range(64)), cfg, 0, tmp_path, 1)
@@ -160,6 +154,17 @@ class _StopAfterFirstCheckpoint:
         raise _Interrupt(f"interrupted after step {state.global_step}")
 
 
+def _killed_finetune(monkeypatch, stopper, *args):
+    """finetune(*args), interrupted by a TrainerCallback `stopper` that raises _Interrupt (as a kill would)."""
+    from selectbench.training import train as train_module
+
+    real = train_module.train
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "train", lambda *a, **kw: real(*a, **kw, callbacks=[stopper]))
+        with pytest.raises(_Interrupt):
+            finetune(*args)
+
+
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
 
 
@@ -168,7 +173,6 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, request, tiny_dat
                                                      mode):
     """Killed right after its first checkpoint, a rerun resumes there and ends on the uninterrupted run's weights:
     the tiny built model (full, LoRA) and an assembled one stored in bfloat16 (LLaVA's LoRA recipe; full)."""
-    from selectbench.training import train as train_module
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     if mode.endswith("bf16"):
@@ -186,12 +190,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, request, tiny_dat
     rows = list(range(48))  # 6 steps of 8 examples, a checkpoint every 2
     finetune(tiny_data, base, rows, cfg, 0, tmp_path / "straight", 1)
 
-    real = train_module.train
-    with monkeypatch.context() as patch:
-        patch.setattr(train_module, "train",
-                      lambda *args, **kwargs: real(*args, **kwargs, callbacks=[_StopAfterFirstCheckpoint()]))
-        with pytest.raises(_Interrupt):
-            finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
+    _killed_finetune(monkeypatch, _StopAfterFirstCheckpoint(), tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
     assert [p.name for p in checkpoint_dirs(tmp_path / "resumed")] == ["checkpoint-2"]
     assert not (tmp_path / "resumed" / "model").exists()
     with caplog.at_level("INFO"):
@@ -219,7 +218,6 @@ def test_resume_state_last_keeps_weights_everywhere_and_resumes_exactly(tmp_path
     """resume_state: last (the paper proxy's ~100 trajectory points): older checkpoints keep their weights but
     not the optimizer state, the newest keeps both, and a run killed after its second checkpoint resumes to the
     uninterrupted run's weights."""
-    from selectbench.training import train as train_module
     from selectbench.training.train import RESUME_ONLY_FILES
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -240,12 +238,7 @@ def test_resume_state_last_keeps_weights_everywhere_and_resumes_exactly(tmp_path
     for d in checkpoint_dirs(tmp_path / "straight"):  # every trajectory point still loads as a model
         assert list(d.glob("*.safetensors"))
 
-    real = train_module.train
-    with monkeypatch.context() as patch:
-        patch.setattr(train_module, "train",
-                      lambda *args, **kwargs: real(*args, **kwargs, callbacks=[_StopAfterSecondCheckpoint()]))
-        with pytest.raises(_Interrupt):
-            finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
+    _killed_finetune(monkeypatch, _StopAfterSecondCheckpoint(), tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
     assert resume_files(tmp_path / "resumed")[0] == [] and resume_files(tmp_path / "resumed")[1]
     finetune(tiny_data, base, rows, cfg, 0, tmp_path / "resumed", 1)
     straight, resumed = _weights(tmp_path / "straight" / "model"), _weights(tmp_path / "resumed" / "model")
