@@ -12,6 +12,7 @@ Keeps the high band by default."""
 
 import numpy as np
 
+from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection, band_indices, check_band
 from selectbench.selection.clustering import kmeans
 
@@ -90,14 +91,14 @@ class Gradient(Method):
         return {"dim": params["dim"], "precondition": params["precondition"], "seed": params["projection_seed"]}
 
     def score(self, ctx):
-        with np.load(ctx.artifacts["lora_gradients"]) as z:
-            projected, norm = z["projected"][:, 0], z["grad_norm"][:, 0]
-            if ctx.params["target"] == "validation":
-                if "meta_validation_projected" not in z.files:
-                    raise ValueError(f"{ctx.artifacts['lora_gradients']}: no validation gradients; target "
-                                     "validation needs task validation sets in the data folder (manifest "
-                                     "'task_validation')")
-                validation, tasks = z["meta_validation_projected"], z["meta_validation_task"]
+        z = load_npz(ctx.artifacts["lora_gradients"])
+        projected, norm = z["projected"][:, 0], z["grad_norm"][:, 0]
+        if ctx.params["target"] == "validation":
+            if "meta_validation_projected" not in z:
+                raise ValueError(f"{ctx.artifacts['lora_gradients']}: no validation gradients; target "
+                                 "validation needs task validation sets in the data folder (manifest "
+                                 "'task_validation')")
+            validation, tasks = z["meta_validation_projected"], z["meta_validation_task"]
         if ctx.params["target"] == "none":
             return {"score": norm.astype(np.float64)}
         if ctx.params["target"] == "validation":

@@ -12,6 +12,7 @@ spec and reused by every ratio, seed and selection-only knob (clusters, order, m
 
 import numpy as np
 
+from selectbench.features.sharding import load_npz
 from selectbench.selection.balanced import balanced_sample
 from selectbench.selection.base import Method, Selection
 from selectbench.selection.clustering import kmeans
@@ -78,8 +79,8 @@ class XMAS(Method):
 
     def score(self, ctx):
         r = self.resolved(ctx.params)
-        with np.load(ctx.artifacts["attention_trajectories"]) as z:
-            sv, loss, covered = z["sv"], z["loss"], z["covered"]
+        z = load_npz(ctx.artifacts["attention_trajectories"], ["sv", "loss", "covered"])
+        sv, loss, covered = z["sv"], z["loss"], z["covered"]
         text_only = ~ctx.has_image()
         if (covered != ~text_only).any():
             raise ValueError(f"{ctx.artifacts['attention_trajectories']}: trajectories do not cover exactly the "

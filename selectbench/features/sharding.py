@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -67,8 +69,7 @@ def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
         path = work_dir / f"part{index:04d}.npz"
         stamp = work_dir / f"part{index:04d}.json"
         if path.exists() and stamp.exists() and json.loads(stamp.read_text()).get("part") == part:
-            with np.load(path) as z:
-                results[part] = {k: z[k] for k in z.files}
+            results[part] = load_npz(path)
             continue
         arrays = compute(part)
         save_npz(path, arrays)
@@ -83,28 +84,51 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(tmp, **arrays)
 
 
+def load_npz(path: Path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (all, or `keys`), read now; ValueError naming the file for one that is truncated,
+    corrupt, of another kind or without an asked-for array. np.load's own errors (BadZipFile, "contains pickled
+    data", EOFError, KeyError) name no file, and a feature file is read by jobs far from the one that wrote it."""
+    try:
+        with np.load(path) as z:
+            wanted = list(z.files if keys is None else keys)
+            missing = [k for k in wanted if k not in z.files]
+            if missing:
+                raise KeyError(f"no array {missing} (has {sorted(z.files)})")
+            return {k: z[k] for k in wanted}
+    except FileNotFoundError:
+        raise
+    except KeyError as err:
+        raise ValueError(f"{path}: {err.args[0]}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__}: {err}); "
+                         "rerun the job that wrote it") from None
+
+
 def gather(shard_files: list[Path], pool_size: int, out: Path) -> dict[str, np.ndarray]:
     """Merge shard outputs (each with a 'rows' array and row-aligned arrays) into pool-sized arrays; rows no
     shard covered are NaN (float) or -1 (integer). Arrays named 'meta_*' are copied from the first shard."""
     merged: dict[str, np.ndarray] = {}
     covered = np.zeros(pool_size, dtype=bool)
     for path in shard_files:
-        with np.load(path) as z:
-            rows = z["rows"]
-            if covered[rows].any():
-                raise ValueError(f"{path}: rows already covered by another shard")
-            covered[rows] = True
-            for key in z.files:
-                if key == "rows":
-                    continue
-                value = z[key]
-                if key.startswith("meta_"):
-                    merged.setdefault(key, value)
-                    continue
-                if key not in merged:
-                    fill = np.nan if np.issubdtype(value.dtype, np.floating) else -1
-                    merged[key] = np.full((pool_size, *value.shape[1:]), fill, dtype=value.dtype)
-                merged[key][rows] = value
+        arrays = load_npz(path)
+        if "rows" not in arrays:
+            raise ValueError(f"{path}: no 'rows' array: not a feature shard")
+        rows = arrays.pop("rows")
+        if len(rows) and (rows.min() < 0 or rows.max() >= pool_size):
+            raise ValueError(f"{path}: rows outside the pool of {pool_size} records (a shard of another pool?)")
+        if covered[rows].any():
+            raise ValueError(f"{path}: rows already covered by another shard")
+        covered[rows] = True
+        for key, value in arrays.items():
+            if key.startswith("meta_"):
+                merged.setdefault(key, value)
+                continue
+            if value.ndim and len(value) != len(rows):
+                raise ValueError(f"{path}: array {key!r} has {len(value)} rows for {len(rows)} row indices")
+            if key not in merged:
+                fill = np.nan if np.issubdtype(value.dtype, np.floating) else -1
+                merged[key] = np.full((pool_size, *value.shape[1:]), fill, dtype=value.dtype)
+            merged[key][rows] = value
     merged["covered"] = covered
     save_npz(out, merged)
     return merged

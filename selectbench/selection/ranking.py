@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection, band_indices, check_band
 
 
@@ -23,8 +24,7 @@ class FeatureRanking(Method):
         check_band(params)
 
     def score(self, ctx):
-        with np.load(ctx.artifacts[self.feature]) as z:
-            values = z[self.statistic][:, 0]
+        values = load_npz(ctx.artifacts[self.feature], [self.statistic])[self.statistic][:, 0]
         return {self.statistic: values}
 
     def select(self, ctx, scores, n, seed):

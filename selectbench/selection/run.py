@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from selectbench.data.datadir import DataDir
-from selectbench.features.sharding import save_npz
+from selectbench.features.sharding import load_npz, save_npz
 from selectbench.io import atomic_write_json
 from selectbench.selection.base import Context, Selection, subset_size
 from selectbench.selection.registry import Instance, discover
@@ -48,8 +48,7 @@ def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instan
            seed: int, out: Path) -> dict:
     """Pick exactly round(ratio × N) distinct rows; write {ids, rows} and a sidecar with full provenance."""
     ctx = _context(data, dataset, instance, {}, 1)
-    with np.load(scores_path) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = load_npz(scores_path)
     method = _method(methods_dir, instance)
     n = ctx.size if method.is_reference else subset_size(ratio, ctx.size)
     start = time.time()
