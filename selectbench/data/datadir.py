@@ -7,13 +7,16 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+from selectbench.data.validate import PoolError, load_json, load_json_list
+
 
 class DataDir:
     """Read access to a prepared data folder."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.manifest = json.loads((self.path / "manifest.json").read_text())
+        # named on error: a data folder is read by every later job, far from the prepare step that wrote it
+        self.manifest = load_json(self.path / "manifest.json", dict, "a JSON object (the data folder's manifest)")
 
     @property
     def image_root(self) -> Path:
@@ -23,8 +26,6 @@ class DataDir:
     def pool(self) -> list[dict]:
         """The published records, checked against the hash the prepare step recorded: a pool.json edited after
         publishing would otherwise mix into subsets whose sidecars name the old pool."""
-        from selectbench.data.validate import PoolError
-
         path = self.path / self.manifest["pool"]
         raw = path.read_bytes()
         expected = self.manifest.get("pool_sha256")
@@ -35,10 +36,10 @@ class DataDir:
         return json.loads(raw)
 
     def captions(self) -> list[dict]:
-        return json.loads((self.path / self.manifest["captions"]).read_text())
+        return load_json_list(self.path / self.manifest["captions"])
 
     def eval_items(self, benchmark: str) -> list[dict]:
-        return json.loads((self.path / self.manifest["eval"][benchmark]).read_text())
+        return load_json_list(self.path / self.manifest["eval"][benchmark])
 
     def validation_tasks(self) -> list[str]:
         """Benchmarks with task validation examples (few, LLaVA format, disjoint from the evaluation sets);
@@ -49,7 +50,7 @@ class DataDir:
         files = self.manifest.get("task_validation", {})
         if task not in files:
             raise KeyError(f"{self.path / 'manifest.json'}: no task validation set for {task!r} (has {sorted(files)})")
-        return json.loads((self.path / files[task]).read_text())
+        return load_json_list(self.path / files[task])
 
     @property
     def validation_image_root(self) -> Path:
