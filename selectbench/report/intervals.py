@@ -41,12 +41,20 @@ class ItemTable:
 
     @classmethod
     def from_files(cls, paths: Iterable[Path]) -> "ItemTable":
-        """Read items files one at a time (a paper-sized grid never sits in memory as text)."""
+        """Read items files one at a time (a paper-sized grid never sits in memory as text), each with its columns
+        filled and typed and each item once; ValueError naming the file and the row otherwise (a truncated or
+        edited file would otherwise drop its run from every interval without a word)."""
+        from selectbench.evaluation.items import ITEM_COLUMNS
+        from selectbench.report.results import read_long_file
+
         table = cls()
         for path in paths:
-            frame = pd.read_csv(path, usecols=[*_KEY_COLUMNS, "item", "value"], keep_default_na=False,
-                                dtype={"method": str, "benchmark": str, "metric": str, "item": str,
-                                       "ratio": float, "seed": int, "value": float})
+            frame = read_long_file(Path(path), ITEM_COLUMNS, "per-item results")
+            twice = frame.index[frame.duplicated([*_KEY_COLUMNS, "item"])]
+            if len(twice):
+                first = frame.loc[twice[0]]
+                raise ValueError(f"{path}: row {twice[0] + 2}: {first.benchmark} {first.metric} item {first['item']} "
+                                 "twice")
             table.add(frame)
         return table
 

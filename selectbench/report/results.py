@@ -25,7 +25,7 @@ def read_long(files: list[Path], columns: tuple[str, ...], what: str, where: Pat
     the optional ones the files have: numbers (NaN where a row has no value, never 0) and text."""
     if not files:
         raise FileNotFoundError(f"{where}: no {what} found")
-    frames = [_read_one(Path(f), columns, what) for f in files]
+    frames = [read_long_file(Path(f), columns, what) for f in files]
     frame = pd.concat(frames, ignore_index=True)
     kept = [*columns, *(c for c in (*optional, *optional_text) if c in frame.columns)]
     frame = frame[kept]
@@ -35,7 +35,7 @@ def read_long(files: list[Path], columns: tuple[str, ...], what: str, where: Pat
     return frame
 
 
-def _read_one(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+def read_long_file(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
     """One long-format CSV with its required columns present, filled and typed; ValueError naming the file and the
     row otherwise (a truncated or hand-edited file, a file of another kind)."""
     try:
@@ -67,7 +67,12 @@ EVAL_FILE = re.compile(r"r(?P<ratio>[0-9.]+)_s(?P<seed>[0-9]+)(\.(?P<benchmark>[
 
 def check_evaluation_rows(frame: pd.DataFrame, path: Path) -> None:
     """An evaluation file's rows are what its place says (dataset, method, ratio, seed and, for a per-task part, the
-    benchmark), each once, with values on their scale; ValueError naming the file and the row otherwise."""
+    benchmark), each once, with values on their scale; ValueError naming the file and the row otherwise. A file
+    without rows is refused too: every evaluation writes a row per benchmark, and an empty one would leave its
+    model out of the table without a word."""
+    if frame.empty:
+        raise ValueError(f"{path}: no rows (a truncated evaluation file?); rerun its evaluate job")
+
     def fail(row: int, detail: str) -> None:
         raise ValueError(f"{path}: row {row + 2}: {detail} (evaluation rows are checked where the report reads them)")
 
