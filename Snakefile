@@ -12,8 +12,12 @@ min_version("9.0")
 
 
 # --configfile files override the embedded default key by key, unless they are complete ("standalone: true",
-# as config/paper.yaml): then the default's datasets and models must not leak in underneath.
+# as config/paper.yaml): then the default's datasets and models must not leak in underneath. Its syntax is checked
+# first, since Snakemake's loader names neither the file nor the line of a YAML error.
 if not config.get("standalone"):
+    from selectbench.config import check_yaml
+
+    check_yaml(os.path.join(workflow.basedir, "config", "default.yaml"))
 
     configfile: os.path.join(workflow.basedir, "config", "default.yaml")
 

@@ -77,6 +77,20 @@ def read_settings(text: str) -> Any:
     return json.loads(text)
 
 
+def check_yaml(path: Path | str) -> None:
+    """ValueError naming the file, line and column of a YAML syntax error: Snakemake's `configfile:` loader says
+    only "Config file is not valid JSON or YAML", pointing at the Snakefile's line instead."""
+    try:
+        yaml.safe_load(Path(path).read_text())
+    except yaml.MarkedYAMLError as err:
+        def at(mark):
+            return f"line {mark.line + 1} column {mark.column + 1}"
+
+        opened = f" ({err.context} at {at(err.context_mark)})" if err.context and err.context_mark else ""
+        where = f" at {at(err.problem_mark)}" if err.problem_mark else ""
+        raise ValueError(f"{path}: not valid YAML{where}: {err.problem}{opened}") from None
+
+
 def typed_command_line(config: dict[str, Any], given: dict[str, Any]) -> None:
     """Give `--config` values their YAML types: Snakemake reads `seeds=[0,1,2]` as a list of strings ('0'), which
     the schema then rejects. Only the keys given on the command line are retyped; config files are typed already."""

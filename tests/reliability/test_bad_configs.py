@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 
@@ -186,6 +187,37 @@ def test_a_yaml_syntax_error_in_a_configfile_stops_without_naming_the_line(tmp_p
     assert run.returncode != 0
     assert "Config file is not valid JSON or YAML" in run.stdout + run.stderr
     assert not (tmp_path / "work" / "results").exists()
+
+
+@pytest.mark.parametrize("text, position", [
+    ("ratios: [0.05, 0.1\nseeds: [0]\n", r"at line 2 column 6: expected ',' or '\]', but got ':' \(while parsing a "
+                                         r"flow sequence at line 1 column 9\)"),
+    ("threads:\n\tdefault: 1\n", r"at line 2 column 1: found character '\\t' that cannot start any token"),
+    ("report: {chance_margin: 10\n", r"at line 2 column 1: expected ',' or '\}'"),
+], ids=["unclosed_list", "tab_indent", "unclosed_mapping"])
+def test_a_yaml_syntax_error_in_a_config_of_ours_names_file_and_line(tmp_path, text, position):
+    from selectbench.config import check_yaml
+
+    path = tmp_path / "default.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{path}: not valid YAML {position}"):
+        check_yaml(path)
+    check_yaml(ROOT / "config" / "default.yaml")
+
+
+def test_the_snakefile_names_file_and_line_of_a_broken_default_config(tmp_path):
+    """The Snakefile checks config/default.yaml's syntax before its `configfile:` loads it (a copy of the
+    workflow with a broken default: the check comes before anything else is read)."""
+    workflow = tmp_path / "workflow"
+    (workflow / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "Snakefile", workflow / "Snakefile")
+    default = (ROOT / "config" / "default.yaml").read_text().replace("ratios: [0.05, 0.1, 0.2]", "ratios: [0.05")
+    (workflow / "config" / "default.yaml").write_text(default)
+    line = default.splitlines().index("ratios: [0.05") + 1
+    run = _dry_run(tmp_path, "--snakefile", str(workflow / "Snakefile"))
+    assert run.returncode != 0
+    assert (f"{workflow / 'config' / 'default.yaml'}: not valid YAML at line {line + 1} column 6: expected ',' or ']'"
+            f", but got ':' (while parsing a flow sequence at line {line} column 9)") in run.stdout + run.stderr
 
 
 def test_a_config_file_that_does_not_exist_is_named(tmp_path):
