@@ -14,6 +14,7 @@ between two cells is paired the same way. Percentile intervals.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 from typing import Iterable
@@ -27,6 +28,7 @@ UNDEFINED = "undefined"  # an interval that cannot be computed (Rel. % over a dr
 F1_INDICATORS = ("predicted_yes", "label_yes")  # POPE's F1 is not a mean over items: it is recomputed from these
 F1_METRICS = ("f1", "pope_f1_score")  # the built-in scorer's and lmms-eval's name for it
 _KEY_COLUMNS = ["method", "ratio", "seed", "benchmark", "metric"]
+log = logging.getLogger(__name__)
 
 
 class ItemTable:
@@ -55,22 +57,28 @@ class ItemTable:
                 first = frame.loc[twice[0]]
                 raise ValueError(f"{path}: row {twice[0] + 2}: {first.benchmark} {first.metric} item {first['item']} "
                                  "twice")
-            table.add(frame)
+            left_out = table.add(frame)
+            if left_out:  # its rows and cells get no interval and no paired comparison: say which and why
+                log.warning("%s: %s scored on other items than the first file of the benchmark; left out of the "
+                            "intervals and comparisons", path, ", ".join(f"{k[3]} {k[4]}" for k in left_out))
         return table
 
-    def add(self, frame: pd.DataFrame) -> None:
+    def add(self, frame: pd.DataFrame) -> list[Key]:
+        """Add a frame's runs; returns the keys left out because their items differ from their benchmark's."""
+        left_out: list[Key] = []
         if frame.empty:
-            return
+            return left_out
         frame = frame.astype({"ratio": float, "seed": int, "value": float, "item": str})
         for (method, ratio, seed, bench, metric), group in frame.groupby(_KEY_COLUMNS, sort=False):
             values = pd.Series(group["value"].to_numpy(), index=group["item"].to_numpy())
             order = self.items.setdefault(bench, pd.Index(np.sort(values.index.unique().to_numpy())))
-            if len(values) != len(order) or not values.index.is_unique:
+            key = (method, float(ratio), int(seed), bench, metric)
+            aligned = values.reindex(order) if len(values) == len(order) and values.index.is_unique else None
+            if aligned is None or aligned.isna().any():
+                left_out.append(key)
                 continue
-            aligned = values.reindex(order)
-            if aligned.isna().any():
-                continue
-            self.values[(method, float(ratio), int(seed), bench, metric)] = aligned.to_numpy(dtype=float)
+            self.values[key] = aligned.to_numpy(dtype=float)
+        return left_out
 
     def has(self, method: str, ratio: float, seeds: list[int], bench: str, metric: str) -> bool:
         needed = F1_INDICATORS if metric in F1_METRICS else (metric,)

@@ -107,6 +107,33 @@ def test_a_corrupt_items_file_is_named(tmp_path, text, message):
         ItemTable.from_files([good, path])
 
 
+def test_an_items_file_cut_at_a_line_boundary_loses_its_intervals_with_a_warning(tmp_path, caplog):
+    """Accepted by design, named: a run scored on other items than its benchmark's first file is left out of the
+    intervals and paired comparisons (its rows show no interval, never one over other items)."""
+    from selectbench.report.intervals import ItemTable
+
+    seed_1 = [r.replace(",0.1,0,", ",0.1,1,") for r in ITEM_ROWS]
+    good = _eval_file(tmp_path, _csv(seed_1, ",".join(ITEM_COLUMNS)), "r0.1_s1.items.csv")
+    cut = _eval_file(tmp_path, _csv(ITEM_ROWS[:3], ",".join(ITEM_COLUMNS)), "r0.1_s0.items.csv")
+    table = ItemTable.from_files([good, cut])
+    assert table.has("random", 0.1, [1], "gqa", "exact_match") and not table.has("random", 0.1, [0], "gqa",
+                                                                                     "exact_match")
+    assert f"{cut}: gqa exact_match scored on other items" in caplog.text
+
+
+def test_an_evaluation_file_cut_at_a_line_boundary_stops_the_table_naming_the_run(tmp_path):
+    """A file that lost whole rows passes the row checks; the table then misses a benchmark of that run and stops,
+    naming the run (method, ratio, seed: its file's place), instead of averaging Rel. % over fewer benchmarks."""
+    from selectbench.report.tables import read_rows, summarise
+
+    rows = [r.replace("accuracy", "exact_match") for r in GOOD_ROWS]  # gqa's primary metric
+    full = _eval_file(tmp_path, _csv([r.replace("random,0.1", "full,1") for r in rows]), "r1_s0.csv", "full")
+    summarise(read_rows([full, _eval_file(tmp_path, _csv(rows), "r0.1_s0.csv")]), "full", ["pope", "gqa"])
+    cut = _eval_file(tmp_path, _csv(rows[:1]), "r0.1_s0.csv")
+    with pytest.raises(ValueError, match=r"random ratio 0.1 seed 0: no exact_match for \['gqa'\]"):
+        summarise(read_rows([full, cut]), "full", ["pope", "gqa"])
+
+
 # Subsets ({rows, ids} and their .meta.json), read by the fine-tune and the export through read_subset
 
 
