@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from selectbench.io import atomic_file
+from selectbench.io import atomic_file, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,20 @@ def claim_parts(work_dir: Path, fingerprint: str) -> None:
     never mixes parts of two configurations. Then record the fingerprint for the parts to come."""
     stamp = work_dir / "job.json"
     if work_dir.exists():
-        old = json.loads(stamp.read_text()).get("fingerprint") if stamp.exists() else None
-        if old != fingerprint:
+        if _stamp(stamp, "fingerprint") != fingerprint:
             log.warning("discarding %s: its parts were computed from other inputs, settings or code", work_dir)
             shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": fingerprint}))
+    atomic_write_json(stamp, {"fingerprint": fingerprint})
+
+
+def _stamp(path: Path, key: str) -> str | None:
+    """A stamp's value, or None where there is none to trust: no file, or one that does not parse (a disk fault, a
+    hand edit): what it stamps is then redone, rather than a job that cannot start until someone deletes it."""
+    try:
+        return json.loads(path.read_text()).get(key)
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]], work_dir: Path
@@ -68,12 +76,12 @@ def run_parts(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
     for index, part in enumerate(parts):
         path = work_dir / f"part{index:04d}.npz"
         stamp = work_dir / f"part{index:04d}.json"
-        if path.exists() and stamp.exists() and json.loads(stamp.read_text()).get("part") == part:
+        if path.exists() and _stamp(stamp, "part") == part:
             results[part] = load_npz(path)
             continue
         arrays = compute(part)
         save_npz(path, arrays)
-        stamp.write_text(json.dumps({"part": part}))
+        atomic_write_json(stamp, {"part": part})
         results[part] = arrays
     return results
 

@@ -49,6 +49,10 @@ def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instan
     """Pick exactly round(ratio × N) distinct rows; write {ids, rows} and a sidecar with full provenance."""
     ctx = _context(data, dataset, instance, {}, 1)
     arrays = load_npz(scores_path)
+    for key, value in arrays.items():  # scores of another pool would select the wrong rows without an error
+        if len(value) != ctx.size:
+            raise ValueError(f"{scores_path}: score array {key!r} has {len(value)} rows, {data.path} has {ctx.size}: "
+                             "scores of another pool")
     method = _method(methods_dir, instance)
     n = ctx.size if method.is_reference else subset_size(ratio, ctx.size)
     start = time.time()

@@ -367,3 +367,30 @@ def test_a_corrupt_settings_file_stops_the_step_naming_it(data, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert f"argument --instance: invalid read_settings value: '@{settings}'" in run.stderr
+
+
+def test_scores_of_another_pool_are_named_by_the_select_step(data, tmp_path):
+    """Same-shaped scores of a larger or smaller pool would rank the wrong rows without an error."""
+    from selectbench.selection.registry import Instance
+    from selectbench.selection.run import select
+    from tests.conftest import ROOT
+
+    scores = _npz(tmp_path / "scores.npz", nll=np.arange(9.0))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(scores))}: score array 'nll' has 9 rows, .* has 6"):
+        select([str(ROOT / "methods")], data, "d", Instance("perplexity", "perplexity", (("band", "middle"),)),
+               scores, 0.5, 0, tmp_path / "subset.json")
+
+
+@pytest.mark.parametrize("stamp", ["job.json", "part0000.json"])
+def test_a_damaged_resume_stamp_redoes_the_work_instead_of_stopping_every_retry(tmp_path, stamp):
+    """Accepted, and recovered: a stamp that does not parse says nothing to trust, so its parts are computed
+    again (a JSONDecodeError here would fail the job on every retry until someone deleted the folder)."""
+    from selectbench.features.sharding import claim_parts, run_parts
+
+    work = tmp_path / "feature.npz.parts"
+    claim_parts(work, "fp-1")
+    run_parts(["ckpt-1"], lambda part: {"sv": np.ones((2, 3))}, work)
+    (work / stamp).write_text('{"fing')
+    claim_parts(work, "fp-1")
+    out = run_parts(["ckpt-1"], lambda part: {"sv": np.zeros((2, 3))}, work)  # recomputed: zeros, not the ones
+    assert (out["ckpt-1"]["sv"] == 0).all()
