@@ -72,6 +72,7 @@ RECORD_CASES = [
     ("image_not_a_string", _set("image", 2354786), "image is not a path"),
     ("image_empty_string", _set("image", ""), "image is not a path"),
     ("image_null", _set("image", None), "image is not a path"),
+    ("image_a_list", _set("image", ["gqa/images/2354786.jpg"]), "image is not a path"),
     ("image_absolute_path", _set("image", "/etc/passwd"), "leaves the image root"),
     ("image_dotdot_path", _set("image", "gqa/../../secret.jpg"), "leaves the image root"),
 ]
@@ -258,6 +259,32 @@ def test_a_broken_task_validation_example_is_named(pool, tmp_path):
     cfg = {**pool.config(), "task_validation": {"dir": str(vdir), "image_root": str(pool.images)}}
     with pytest.raises(PoolError, match=rf"{re.escape(str(vdir / 'pope.json'))}: record 0 \(id 'v0'\): .*no <image>"):
         prepare(cfg, tmp_path / "data")
+
+
+@pytest.mark.parametrize("files, message", [
+    ({}, r"task_validation/pope\.json: file not found"),
+    ({"pope.json": "[]"}, r"task_validation/pope\.json: no validation example for task 'pope'"),
+    ({"pope.json": '[{"id": "v0", '}, r"task_validation/pope\.json: malformed JSON"),
+], ids=["task_file_missing", "task_file_empty", "task_file_truncated"])
+def test_a_missing_or_empty_task_validation_file_is_named(pool, tmp_path, files, message):
+    vdir = tmp_path / "task_validation"
+    vdir.mkdir()
+    for name, text in files.items():
+        (vdir / name).write_text(text)
+    cfg = {**pool.config(), "task_validation": {"dir": str(vdir), "image_root": str(pool.images)}}
+    with pytest.raises(PoolError, match=message):
+        prepare(cfg, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("key", ["eval_dir", "captions"])
+def test_a_missing_evaluation_set_or_captions_file_is_named(pool, tmp_path, key):
+    (tmp_path / "eval").mkdir()
+    cfg = {**pool.config(), key: str(tmp_path / ("eval" if key == "eval_dir" else "captions.json"))}
+    missing = tmp_path / ("eval/pope.json" if key == "eval_dir" else "captions.json")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        prepare(cfg, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
 
 
 # Accepted by design, each for its reason
