@@ -23,10 +23,11 @@ if not config.get("standalone"):
 
 
 # `--config seeds=[0,1,2]` arrives as strings; run_methods / run_benchmarks narrow a run (README, "Everyday runs")
-from selectbench.config import select_run, typed_command_line
+from selectbench.config import check_together, select_run, typed_command_line
 
 typed_command_line(config, workflow.config_settings.config or {})
 validate(config, "config/schema.yaml")
+check_together(config)
 select_run(config)
 
 

@@ -91,6 +91,17 @@ def check_yaml(path: Path | str) -> None:
         raise ValueError(f"{path}: not valid YAML{where}: {err.problem}{opened}") from None
 
 
+def check_together(config: dict[str, Any]) -> None:
+    """Settings that are valid alone but not together, which the schema cannot say; found when the DAG is planned
+    rather than by a job that waits for hours of other jobs (the warm-up's start waits for the proxy fine-tune)."""
+    warmup = config.get("gradient_warmup") or {}
+    saved = config["models"]["proxy"]["finetune"].get("checkpoints")
+    index = warmup.get("checkpoint", 0)
+    if warmup.get("start") == "proxy_checkpoint" and saved and not -saved <= index < saved:
+        raise ValueError(f"gradient_warmup.checkpoint: {index} is not an index into the {saved} checkpoints of "
+                         "models.proxy.finetune.checkpoints")
+
+
 def typed_command_line(config: dict[str, Any], given: dict[str, Any]) -> None:
     """Give `--config` values their YAML types: Snakemake reads `seeds=[0,1,2]` as a list of strings ('0'), which
     the schema then rejects. Only the keys given on the command line are retyped; config files are typed already."""

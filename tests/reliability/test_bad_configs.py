@@ -118,6 +118,17 @@ def _seams_plan(config):
     check_seams(config)
 
 
+def _together_plan(config):
+    from selectbench.config import check_together
+
+    check_together(config)
+
+
+def _warmup_from(index):
+    """The warm-up starting from proxy checkpoint `index` (the tiny proxy saves 3)."""
+    return {**BASE["gradient_warmup"], "start": "proxy_checkpoint", "checkpoint": index}
+
+
 def _run_plan(config):
     from selectbench.config import select_run
 
@@ -142,6 +153,10 @@ PLANNING_CASES = [
     ("unknown_clip_builder", _seams_plan, "clip.builder", "openclip", "clip.builder: unknown clip_builder"),
     ("embedded_settings_fail_their_schema", _seams_plan, "datasets.digits.embedded.pool_size", -3,
      r"datasets.digits.source 'embedded': its settings fail .* at 'pool_size'"),
+    ("warmup_checkpoint_past_the_last", _together_plan, "gradient_warmup", _warmup_from(3),
+     r"gradient_warmup.checkpoint: 3 is not an index into the 3 checkpoints"),
+    ("warmup_checkpoint_before_the_first", _together_plan, "gradient_warmup", _warmup_from(-4),
+     r"gradient_warmup.checkpoint: -4 is not an index"),
     ("run_methods_typo", _run_plan, "run_methods", ["xmass"], r"run_methods: \['xmass'\] are not under methods"),
     ("run_benchmarks_typo", _run_plan, "run_benchmarks", ["pop"], r"run_benchmarks: \['pop'\] are not benchmarks"),
 ]
@@ -237,3 +252,10 @@ def test_data_paths_are_checked_by_the_prepare_job_not_the_plan(tmp_path):
     run = _dry_run(tmp_path, "--configfile", str(mine), "--", "results/digits/data")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "prepare_data" in run.stdout
+
+
+@pytest.mark.parametrize("index", [0, 2, -3])
+def test_a_warmup_checkpoint_the_proxy_saves_plans(index):
+    from selectbench.config import check_together
+
+    check_together({**BASE, "gradient_warmup": _warmup_from(index)})
