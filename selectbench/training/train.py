@@ -170,8 +170,14 @@ def _load_weights(model, checkpoint: str) -> None:
 
 
 def _resumable_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
-    """The last checkpoint if it belongs to this very run; checkpoints left by a run on other data or
-    settings (e.g. a rerun after the subset changed) are removed instead of resumed."""
+    """The last complete checkpoint if it belongs to this very run; checkpoints left by a run on other data or
+    settings (e.g. a rerun after the subset changed) are removed instead of resumed.
+
+    The Trainer writes a checkpoint straight into its final folder (weights, optimizer, scheduler, RNG, trainer
+    state, one file after another), so a run killed while saving leaves a folder that looks like the newest
+    checkpoint but cannot be resumed (a truncated config.json, or weights without their optimizer state). A
+    checkpoint is complete once LossSumInCheckpoints has written its file, which on_save does after all of them;
+    folders without it are removed, and the run resumes from the last complete one."""
     stamp = checkpoints / "fingerprint.txt"
     if checkpoints.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         if stamp.exists() or any(checkpoints.glob("checkpoint-*")):  # else: an empty folder the Trainer made
@@ -179,6 +185,10 @@ def _resumable_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
                         "training code)", checkpoints)
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
+    for partial in checkpoints.glob("checkpoint-*"):
+        if partial.is_dir() and not (partial / LOSS_SUM_FILE).is_file():
+            log.warning("removing %s: a killed run left it half-saved", partial)
+            shutil.rmtree(partial)
     stamp.write_text(fingerprint)
     return get_last_checkpoint(str(checkpoints))
 
