@@ -86,6 +86,12 @@ FEATURES: dict[str, Feature] = {
         requires=("pool", "proxy_checkpoints"),
         extractor="selectbench.features.token_stats:extract_shard",
     ),
+    "proxy_embeddings": Feature(
+        name="proxy_embeddings",
+        defaults={"checkpoint": -1},  # index into the proxy's checkpoint list; -1 = the end of its fine-tune
+        requires=("pool", "proxy_checkpoints"),
+        extractor="selectbench.features.embeddings:extract_shard",
+    ),
     "lora_gradients": Feature(
         name="lora_gradients",
         defaults={"dim": 1024, "precondition": "adam", "seed": 0, "chunk_batches": 50},
