@@ -2,8 +2,9 @@
 included), shared by the perplexity and EL2N baselines (and any method that wants them).
 
 Output of one shard: rows, nll (n, 1) mean answer-token cross-entropy, el2n (n, 1) mean over answer tokens of
-‖softmax(logits) − onehot(target)‖₂, n_answer (n, 1) supervised tokens; the second axis is the one checkpoint
-used.
+‖softmax(logits) − onehot(target)‖₂, margin (n, 1) mean over answer tokens of p(target) − max p(other) (the
+single-pass AUM that D2-Pruning's importance is in COINCIDE's code), n_answer (n, 1) supervised tokens; the second
+axis is the one checkpoint used.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
     p_target = logp_target.exp()
     # ‖p − e_y‖² = Σ p² − 2 p_y + 1
     el2n = ((p * p).sum(-1) - 2 * p_target + 1).clamp(min=0).sqrt()
+    # the largest other probability from the top two, without a second (B, S, V) copy of p
+    top = p.topk(2, dim=-1)
+    p_other = torch.where(top.indices[..., 0] == targets, top.values[..., 1], top.values[..., 0])
     count = mask.sum(1)
     denom = count.clamp(min=1)
 
@@ -41,7 +45,7 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
         value = (x * mask).sum(1) / denom
         return torch.where(count > 0, value, torch.full_like(value, float("nan")))
 
-    return {"nll": mean(-logp_target), "el2n": mean(el2n), "n_answer": count}
+    return {"nll": mean(-logp_target), "el2n": mean(el2n), "margin": mean(p_target - p_other), "n_answer": count}
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ import torch
 from selectbench.features import ShardJob
 from selectbench.data.images import ImageLoader
 from selectbench.features.sharding import gather
-from selectbench.features.token_stats import extract_shard
+from selectbench.features.token_stats import extract_shard, token_statistics
 from selectbench.models.build import load_checkpoint
 from selectbench.models.conversation import IGNORE_INDEX
 from selectbench.models.conversation import make_template
@@ -46,12 +46,32 @@ def test_statistics_match_a_direct_recomputation(tmp_path, tiny_data, tiny_confi
         onehot = np.eye(p.shape[1])[y]
         nll = -np.log(p[np.arange(len(y)), y]).mean()
         el2n = np.linalg.norm(p - onehot, axis=1).mean()
+        margin = (p[np.arange(len(y)), y] - np.where(onehot == 1, -np.inf, p).max(axis=1)).mean()
         assert stats["n_answer"][row, 0] == len(y)
         np.testing.assert_allclose([stats["nll"][row, 0], stats["el2n"][row, 0]], [nll, el2n], rtol=1e-4)
+        np.testing.assert_allclose(stats["margin"][row, 0], margin, rtol=1e-4, atol=1e-6)
 
 
 def test_shard_count_does_not_change_statistics(tmp_path, tiny_data, tiny_config, proxy_run):
     one = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 1)
     two = _extract(tmp_path, tiny_data, tiny_config, proxy_run, 2)
-    for key in ("nll", "el2n", "n_answer"):
+    for key in ("nll", "el2n", "margin", "n_answer"):
         np.testing.assert_array_equal(one[key], two[key])
+
+
+def test_margin_by_hand_on_a_small_logits_tensor():
+    """margin = mean over answer tokens of p(target) − max p(other); prompt and padding tokens never count, an
+    example without answer tokens is NaN. Logits at position t predict the label at t + 1."""
+    ig = IGNORE_INDEX
+    logits = torch.full((3, 4, 3), -1e4)
+    logits[0, 0] = torch.tensor([0.0, 0.0, 0.0])               # predicts label[0, 1] (prompt: ignored)
+    logits[0, 1] = torch.log(torch.tensor([0.5, 0.3, 0.2]))    # predicts 0: 0.5 − 0.3
+    logits[0, 2] = torch.log(torch.tensor([0.1, 0.6, 0.3]))    # predicts 2: 0.3 − 0.6
+    logits[1, 0] = torch.log(torch.tensor([0.25, 0.25, 0.5]))  # predicts 1: 0.25 − 0.5 (ties among the others)
+    logits[1, 1] = torch.log(torch.tensor([0.4, 0.4, 0.2]))    # predicts 0: 0.4 − 0.4 (a tie with the target)
+    logits[1, 2] = torch.log(torch.tensor([0.9, 0.05, 0.05]))  # predicts padding: ignored
+    labels = torch.tensor([[ig, ig, 0, 2], [ig, 1, 0, ig], [ig, ig, ig, ig]])
+    stats = token_statistics(logits, labels)
+    want = [((0.5 - 0.3) + (0.3 - 0.6)) / 2, ((0.25 - 0.5) + 0.0) / 2]
+    np.testing.assert_allclose(stats["margin"][:2].numpy(), want, atol=1e-6)
+    assert torch.isnan(stats["margin"][2]) and stats["n_answer"].tolist() == [2, 2, 0]
