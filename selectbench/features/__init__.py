@@ -105,6 +105,13 @@ FEATURES: dict[str, Feature] = {
         requires=("pool", "clip_model"),
         extractor="selectbench.features.clip_score:extract_shard",
     ),
+    "coincide_features": Feature(
+        name="coincide_features",
+        # layers: the release's for a 24-layer proxy; validated against the proxy's depth when extracted
+        defaults={"checkpoint": -1, "layers": [3, 7, 11, 15, 19]},
+        requires=("pool", "proxy_checkpoints"),
+        extractor="selectbench.features.coincide:extract_shard",
+    ),
 }
 
 
