@@ -77,15 +77,16 @@ def allocate(score: np.ndarray, sizes: np.ndarray, n: int, temperature: float) -
     return taken, order, int(topped)
 
 
-def greedy_mmd(x: np.ndarray, m: int, sigma: float) -> np.ndarray:
+def greedy_mmd(x: np.ndarray, m: int, sigma: float, col: np.ndarray | None = None) -> np.ndarray:
     """Local indices of m prototypes of x, each step adding the member that minimises MMD²(x, chosen) with the
     Gaussian kernel (first minimum on ties, as the release's argmin over candidates in index order).
 
     MMD²(X, S∪{c}) = mean K_XX + (Σ_SS + 2 Σ_s K(s,c) + K(c,c)) / (m+1)² − 2 (Σ_{x,s} K + Σ_x K(x,c)) / (n (m+1)),
-    so each step needs one kernel row, not the release's re-evaluation of every candidate set."""
+    so each step needs one kernel row, not the release's re-evaluation of every candidate set. col: the kernel's
+    column sums when the caller has them (kernel_column_sums)."""
     n = len(x)
     m = min(m, n)
-    col = kernel_column_sums(x, sigma)
+    col = kernel_column_sums(x, sigma) if col is None else col
     diag = np.ones(n)  # K(c, c) = exp(0)
     to_chosen = np.zeros(n)          # Σ_{s∈S} K(s, c)
     within, cross = 0.0, 0.0         # Σ_{s,t∈S} K(s, t);  Σ_{x, s∈S} K(x, s)
