@@ -20,7 +20,7 @@ import torch
 from selectbench.features.sharding import load_npz
 
 EMBEDDINGS = ("last", "mean")  # arrays of the proxy_embeddings feature
-CHUNK = 65_536  # rows per elementwise block: never an (n, d) temporary beside the embeddings
+CHUNK = 8192  # rows per elementwise block (64 MB at d = 2048): never an (n, d) temporary beside the embeddings
 
 
 def load_embeddings(path: Path, key: str) -> np.ndarray:
