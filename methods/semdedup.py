@@ -78,7 +78,8 @@ class SemDeDup(Method):
     def check(cls, params):
         if params["embedding"] not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {params['embedding']!r}")
-        if params["clusters"] is not None and (not isinstance(params["clusters"], int) or params["clusters"] < 1):
+        clusters = params["clusters"]
+        if clusters is not None and (not isinstance(clusters, int) or isinstance(clusters, bool) or clusters < 1):
             raise ValueError(f"clusters must be a positive integer or null, got {params['clusters']!r}")
         if not isinstance(params["kmeans_iterations"], int) or params["kmeans_iterations"] < 1:
             raise ValueError(f"kmeans_iterations must be a positive integer, got {params['kmeans_iterations']!r}")

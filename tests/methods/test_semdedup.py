@@ -108,7 +108,7 @@ def test_default_clusters_scale_coincide_k_to_the_pool(semdedup):
     assert scaled(665_298) == 10_000 and scaled(66_530) == 1000 and scaled(10) == 1
 
 
-@pytest.mark.parametrize("bad", [{"embedding": "cls"}, {"clusters": 0}, {"keep_hard": "yes"},
+@pytest.mark.parametrize("bad", [{"embedding": "cls"}, {"clusters": 0}, {"clusters": True}, {"keep_hard": "yes"},
                                  {"kmeans_iterations": 0}, {"device": "tpu"}, {"seed": 1.5}])
 def test_bad_parameters_are_rejected_when_planning(semdedup, bad):
     with pytest.raises(MethodError):
