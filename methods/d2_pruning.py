@@ -14,8 +14,8 @@ Defaults as COINCIDE's scripts: k = 5, γ_f = 1.0, γ_r = 0.4. Departures from t
   * exact kNN (brute force) instead of FAISS IVF-PQ with nprobe 1: the release's neighbours are whatever one
     coarse cell of 16-byte PQ codes holds, so its graph depends on the quantiser's training and FAISS's version;
     brute force is n² · d (hours at LLaVA-665k on a few CPU cores, minutes or less on a GPU); `index:
-    approximate` (FAISS HNSW) exists, but on CPUs it saved a third of the time and lost 40% of the true
-    neighbours at 100,000 rows (docs/methods.md);
+    approximate` (FAISS HNSW) exists, but on CPUs it was no faster than brute force at 100,000 rows and
+    lost 40% of the true neighbours (docs/methods.md);
   * the exact greedy of the paper, by a heap with lazy updates. The release walks the fixed descending order of
     the forward scores, parking a row on a standby list when it has fallen below the next one: the same picks,
     except that a row whose score rose (a taken row with a negative score raises its neighbours) is not seen

@@ -15,7 +15,7 @@ import numpy as np
 INDEXES = ("exact", "approximate")
 # approximate index: FAISS HNSW (inner product = cosine on unit rows). Measured on synthetic 2048-d rows
 # (docs/methods.md, D2-Pruning): 96.5% of the exact 5 neighbours at 20,000 rows, 58% at 100,000 around 10,000
-# directions, where it was a third faster than brute force on 2 cores
+# directions, where it was no faster than brute force on 2 cores
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 16, 40, 32
 _CHUNK_BYTES = 256 * 2**20  # similarity block of one query chunk in the exact search
 
