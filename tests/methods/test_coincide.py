@@ -155,7 +155,9 @@ def test_projection_keeps_the_text_half_apart(tmp_path, coincide):
 
 @pytest.mark.parametrize("bad, message", [({"temperature": 0}, "temperature"), ({"clusters": 1}, "clusters"),
                                           ({"projection": 5}, "even"), ({"layers": [[3, 3]]}, "layers"),
-                                          ({"layers": 3}, "layers"), ({"transfer_threshold": 2}, "transfer")])
+                                          ({"layers": 3}, "layers"), ({"transfer_threshold": 2}, "transfer"),
+                                          ({"kmeans_iterations": True}, "kmeans_iterations"),
+                                          ({"kmeans_gpu": "yes"}, "kmeans_gpu")])
 def test_bad_parameters_are_rejected_when_planning(coincide, bad, message):
     with pytest.raises(MethodError, match=message):
         expand({"coincide": bad}, {"coincide": coincide})
