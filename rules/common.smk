@@ -93,7 +93,7 @@ for _label, _inst in INSTANCES.items():
 wildcard_constraints:
     # the configured names only: "digits_costs.csv" must not read as a dataset called digits_costs
     dataset="|".join(re.escape(d) for d in config["datasets"]),
-    instance=r"[A-Za-z0-9_.=-]+",
+    instance=r"[A-Za-z0-9_.=+-]+",
     ratio=r"[0-9.]+",
     feature="|".join(FEATURES),
     spec=r"[A-Za-z0-9_.+-]+",

@@ -170,10 +170,13 @@ def with_plugins(methods: dict[str, Any]) -> dict[str, Feature]:
     return out
 
 
+def path_safe(value: Any) -> str:
+    """A setting's value as a piece of a file name: lists joined by "+", anything but [A-Za-z0-9.+-] dropped."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(path_safe(v) for v in value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "", str(value))
+
+
 def spec_label(spec: dict[str, Any]) -> str:
     """A readable, path-safe name for a spec, e.g. attention-released_combine-sum_k-5_layers-all_svd-exact."""
-    def fmt(value: Any) -> str:
-        if isinstance(value, (list, tuple)):
-            return "+".join(fmt(v) for v in value)
-        return re.sub(r"[^A-Za-z0-9.+-]", "", str(value))
-    return "_".join(f"{k}-{fmt(v)}" for k, v in sorted(spec.items())) or "default"
+    return "_".join(f"{k}-{path_safe(v)}" for k, v in sorted(spec.items())) or "default"

@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+from selectbench.features import path_safe
 from selectbench.selection.base import ARTIFACTS, Method
 
 
@@ -84,7 +85,11 @@ def expand(methods_cfg: dict[str, dict[str, Any]], available: dict[str, type[Met
                 cls.check(params)
             except ValueError as err:
                 raise MethodError(f"method {name!r}: {err}") from err
-            label = name + "".join(f"__{k}-{v}" for k, v in zip(grid, values))
+            # path-safe: labels name folders and wildcards (a list value such as layers [0, 1] reads "0+1")
+            label = name + "".join(f"__{k}-{path_safe(v)}" for k, v in zip(grid, values))
+            if any(i.label == label for i in instances):
+                raise MethodError(f"method {name!r}: two settings share the label {label!r}; give the grid "
+                                  "values that differ in more than punctuation")
             instances.append(Instance(label, name, tuple(sorted(params.items()))))
     return instances
 
