@@ -203,9 +203,13 @@ def _kill_at(driver: Driver, point: KillPoint, workdir: Path) -> list[psutil.Pro
             pytest.fail(f"{point.name}: the job ended before the point inside it was reached")
         if point.reached(workdir):
             if point.rule:
-                for proc in procs:
+                # the processes as they are now: the job's shell may have started its python since it was found,
+                # and a shell killed alone would leave that python to finish the job behind the driver's back
+                victims = [d for proc in procs for d in _descendants(proc.pid)] + procs
+                for proc in victims:
                     _kill(proc)
-                return procs
+                assert _wait_gone(victims, timeout=60)
+                return victims
             # every job the driver runs now: Snakemake's local executor leaves them running when the driver dies
             orphans = _descendants(driver.proc.pid)
             driver.proc.send_signal(signal.SIGKILL)
