@@ -13,13 +13,12 @@ follows them. The prototype of a row is the centroid k-means assigned it to (the
 assignment, recomputed as the normalised mean of its cluster). Ties in the score go by row index (band_indices).
 """
 
-from selectbench.selection.base import Method, Selection, band_indices, check_band
-from selectbench.selection.embedding_clusters import EMBEDDINGS, load_embeddings, spherical_kmeans
+from selectbench.selection.base import Selection, band_indices, check_band
+from selectbench.selection.embedding_clusters import EmbeddingClusterMethod, spherical_kmeans
 
 
-class SelfSup(Method):
+class SelfSup(EmbeddingClusterMethod):
     name = "self_sup"
-    requires = ("proxy_embeddings",)
     parameters = {
         "embedding": "mean",      # proxy_embeddings array: mean (masked mean) | last (last real token)
         "clusters": 100,          # K (Sorscher et al.'s ImageNet setting)
@@ -32,25 +31,10 @@ class SelfSup(Method):
 
     @classmethod
     def check(cls, params):
+        super().check(params)
         check_band(params)
-        if params["embedding"] not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {params['embedding']!r}")
-        for key in ("clusters", "kmeans_iterations"):
-            if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 1:
-                raise ValueError(f"{key} must be a positive integer, got {params[key]!r}")
-        if params["seed"] is not None and not isinstance(params["seed"], int):
-            raise ValueError(f"seed must be an integer or null, got {params['seed']!r}")
-        if not isinstance(params["checkpoint"], int):
-            raise ValueError(f"checkpoint must be an index into the proxy's checkpoints, got {params['checkpoint']!r}")
-        if params["device"] not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {params['device']!r}")
-
-    @classmethod
-    def feature_spec(cls, feature, params):
-        return {"checkpoint": params.get("checkpoint", -1)}
-
-    def score(self, ctx):
-        return {"embedding": load_embeddings(ctx.artifacts["proxy_embeddings"], ctx.params["embedding"])}
+        if params["clusters"] is None:
+            raise ValueError("clusters must be a positive integer, got None")
 
     def select(self, ctx, scores, n, seed):
         p = ctx.params

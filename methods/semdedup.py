@@ -24,8 +24,8 @@ singleton clusters where nothing can be a duplicate.
 
 import numpy as np
 
-from selectbench.selection.base import Method, Selection
-from selectbench.selection.embedding_clusters import EMBEDDINGS, load_embeddings, spherical_kmeans
+from selectbench.selection.base import Selection
+from selectbench.selection.embedding_clusters import EmbeddingClusterMethod, spherical_kmeans
 
 PAPER_POOL, PAPER_CLUSTERS = 665_298, 10_000  # LLaVA-665k and COINCIDE's --ncentroids for it
 BLOCK = 4096  # rows per block of a cluster's similarity matrix (block × cluster size floats at a time)
@@ -61,9 +61,8 @@ def keep_exactly(m: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, float]:
     return np.sort(order[:n]), float(m[order[n - 1]])
 
 
-class SemDeDup(Method):
+class SemDeDup(EmbeddingClusterMethod):
     name = "semdedup"
-    requires = ("proxy_embeddings",)
     parameters = {
         "embedding": "last",      # proxy_embeddings array: last (last real token) | mean (masked mean)
         "clusters": None,         # K; None: 10,000 × N / 665,298 (COINCIDE's K for LLaVA-665k, scaled)
@@ -76,28 +75,9 @@ class SemDeDup(Method):
 
     @classmethod
     def check(cls, params):
-        if params["embedding"] not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {params['embedding']!r}")
-        clusters = params["clusters"]
-        if clusters is not None and (not isinstance(clusters, int) or isinstance(clusters, bool) or clusters < 1):
-            raise ValueError(f"clusters must be a positive integer or null, got {params['clusters']!r}")
-        if not isinstance(params["kmeans_iterations"], int) or params["kmeans_iterations"] < 1:
-            raise ValueError(f"kmeans_iterations must be a positive integer, got {params['kmeans_iterations']!r}")
+        super().check(params)
         if not isinstance(params["keep_hard"], bool):
             raise ValueError(f"keep_hard must be true or false, got {params['keep_hard']!r}")
-        if params["seed"] is not None and not isinstance(params["seed"], int):
-            raise ValueError(f"seed must be an integer or null, got {params['seed']!r}")
-        if not isinstance(params["checkpoint"], int):
-            raise ValueError(f"checkpoint must be an index into the proxy's checkpoints, got {params['checkpoint']!r}")
-        if params["device"] not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {params['device']!r}")
-
-    @classmethod
-    def feature_spec(cls, feature, params):
-        return {"checkpoint": params.get("checkpoint", -1)}
-
-    def score(self, ctx):
-        return {"embedding": load_embeddings(ctx.artifacts["proxy_embeddings"], ctx.params["embedding"])}
 
     def select(self, ctx, scores, n, seed):
         p = ctx.params
@@ -108,7 +88,8 @@ class SemDeDup(Method):
         m = max_cosine_to_earlier(x, clusters.labels, clusters.cosine, p["keep_hard"])
         rows, threshold = keep_exactly(m, n, seed)
         return Selection(rows, {
-            "epsilon": 1 - threshold if np.isfinite(threshold) else None, "clusters": int(k), "nonempty_clusters": int(len(np.unique(clusters.labels))),
+            "epsilon": 1 - threshold if np.isfinite(threshold) else None, "clusters": int(k),
+            "nonempty_clusters": int(len(np.unique(clusters.labels))),
             "kmeans_seed": int(k_seed), "embedding": p["embedding"], "keep_hard": p["keep_hard"],
             "duplicates_at_epsilon": int((m > threshold).sum()),
             "tied_at_threshold": int((m == threshold).sum())})

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from selectbench.features.sharding import load_npz
+from selectbench.selection.base import Method
 
 EMBEDDINGS = ("last", "mean")  # arrays of the proxy_embeddings feature
 CHUNK = 8192  # rows per elementwise block (64 MB at d = 2048): never an (n, d) temporary beside the embeddings
@@ -89,3 +90,35 @@ def spherical_kmeans(x: np.ndarray, k: int, seed: int, niter: int = 50, device: 
     c = _centroids(xt, labels, k, c)
     cosine = torch.cat([(xt[s:s + CHUNK] * c[labels[s:s + CHUNK]]).sum(1) for s in range(0, n, CHUNK)])
     return Clusters(labels.cpu().numpy().astype(np.int64), c.cpu().numpy(), cosine.cpu().numpy())
+
+
+class EmbeddingClusterMethod(Method):
+    """Base of the methods that cluster the proxy's embeddings (SemDeDup, Self-Sup): the proxy_embeddings feature at
+    the configured checkpoint, the array they score, and the checks of the parameters they share (embedding,
+    clusters, kmeans_iterations, seed, checkpoint, device)."""
+
+    requires = ("proxy_embeddings",)
+
+    @classmethod
+    def check(cls, params):
+        if params["embedding"] not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {params['embedding']!r}")
+        clusters = params["clusters"]
+        if clusters is not None and (not isinstance(clusters, int) or isinstance(clusters, bool) or clusters < 1):
+            raise ValueError(f"clusters must be a positive integer or null, got {clusters!r}")
+        iterations = params["kmeans_iterations"]
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+            raise ValueError(f"kmeans_iterations must be a positive integer, got {iterations!r}")
+        if params["seed"] is not None and not isinstance(params["seed"], int):
+            raise ValueError(f"seed must be an integer or null, got {params['seed']!r}")
+        if not isinstance(params["checkpoint"], int):
+            raise ValueError(f"checkpoint must be an index into the proxy's checkpoints, got {params['checkpoint']!r}")
+        if params["device"] not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {params['device']!r}")
+
+    @classmethod
+    def feature_spec(cls, feature, params):
+        return {"checkpoint": params.get("checkpoint", -1)}
+
+    def score(self, ctx):
+        return {"embedding": load_embeddings(ctx.artifacts["proxy_embeddings"], ctx.params["embedding"])}
