@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -32,9 +31,7 @@ from transformers import LlavaConfig
 
 from selectbench.features import FEATURES, ShardJob
 from selectbench.features.attention import decoder_layers
-from selectbench.features.passes import device_for, dtype_meta, pass_dtype, read_checkpoints, run_shard, \
-    shard_batches_for
-from selectbench.models.build import load_checkpoint
+from selectbench.features.passes import checkpoint_from_spec, pool_pass
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +105,11 @@ def features_for_checkpoint(model, batches, layers: list[int], device: torch.dev
 def extract_shard(job: ShardJob) -> dict[str, Any]:
     """COINCIDE features of this shard's records (text-only included) at one proxy checkpoint."""
     spec = FEATURES["coincide_features"].spec(job.spec)
-    torch.set_num_threads(job.threads)
-    listing = read_checkpoints(job.inputs["proxy_checkpoints"])
-    index = int(spec["checkpoint"])
-    if not -len(listing) <= index < len(listing):
-        raise ValueError(f"coincide_features: checkpoint {index} out of range; the proxy saved {len(listing)}")
-    checkpoint = listing[index]
-    rows, batches = shard_batches_for(job.data, Path(checkpoint), job.model_cfg, range(len(job.data.pool)),
-                                      job.shard, job.shards, job.batch_size)
-    dtype = pass_dtype(job.dtype)
+    checkpoint = checkpoint_from_spec(job, "coincide_features", spec["checkpoint"])
     depth = LlavaConfig.from_pretrained(checkpoint).text_config.num_hidden_layers
     layers = chosen_layers(list(spec["layers"]), depth)  # checked before any pass
-
-    def compute(path: str) -> dict[str, np.ndarray]:
-        model = load_checkpoint(Path(path), with_processors=False, dtype=dtype)
-        return features_for_checkpoint(model, batches, layers, device_for(job.device),
-                                       desc=f"shard {job.shard}/{job.shards}")
-
-    summary = run_shard([checkpoint], compute, rows, job.out,
-                        {"shard": job.shard, "shards": job.shards, "spec": spec, "dtype": job.dtype},
-                        meta={**dtype_meta(job.dtype), "meta_layers": np.array(layers)})
+    summary = pool_pass(job, checkpoint, spec, lambda model, batches, device, desc:
+                        features_for_checkpoint(model, batches, layers, device, desc=desc),
+                        meta={"meta_layers": np.array(layers)})
     log.info("coincide features: %s", json.dumps(summary))
     return summary

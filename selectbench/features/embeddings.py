@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,7 @@ import torch
 from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import device_for, dtype_meta, pass_dtype, read_checkpoints, run_shard, \
-    shard_batches_for
-from selectbench.models.build import load_checkpoint
+from selectbench.features.passes import checkpoint_from_spec, pool_pass
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +55,8 @@ def embeddings_for_checkpoint(model, batches, device: torch.device, desc: str = 
 
 def extract_shard(job: ShardJob) -> dict[str, Any]:
     spec = FEATURES["proxy_embeddings"].spec(job.spec)
-    torch.set_num_threads(job.threads)
-    listing = read_checkpoints(job.inputs["proxy_checkpoints"])
-    index = int(spec["checkpoint"])
-    if not -len(listing) <= index < len(listing):
-        raise ValueError(f"proxy_embeddings: checkpoint {index} out of range; the proxy saved {len(listing)}")
-    checkpoint = listing[index]
-    rows, batches = shard_batches_for(job.data, Path(checkpoint), job.model_cfg, range(len(job.data.pool)),
-                                      job.shard, job.shards, job.batch_size)
-    dtype = pass_dtype(job.dtype)
-
-    def compute(path: str) -> dict[str, np.ndarray]:
-        model = load_checkpoint(Path(path), with_processors=False, dtype=dtype)
-        return embeddings_for_checkpoint(model, batches, device_for(job.device),
-                                         desc=f"shard {job.shard}/{job.shards}")
-
-    summary = run_shard([checkpoint], compute, rows, job.out,
-                        {"shard": job.shard, "shards": job.shards, "spec": spec, "dtype": job.dtype},
-                        meta=dtype_meta(job.dtype))
+    checkpoint = checkpoint_from_spec(job, "proxy_embeddings", spec["checkpoint"])
+    summary = pool_pass(job, checkpoint, spec, lambda model, batches, device, desc:
+                        embeddings_for_checkpoint(model, batches, device, desc=desc))
     log.info("proxy embeddings: %s", json.dumps(summary))
     return summary

@@ -124,3 +124,34 @@ def run_shard(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]],
 
 def read_checkpoints(listing: Path) -> list[str]:
     return json.loads(Path(listing).read_text())
+
+
+def checkpoint_from_spec(job, feature: str, index: int) -> str:
+    """The proxy checkpoint a one-checkpoint feature reads: spec["checkpoint"] indexes the fine-tune's list (-1: its
+    end); out of range is an error naming the feature."""
+    listing = read_checkpoints(job.inputs["proxy_checkpoints"])
+    if not -len(listing) <= int(index) < len(listing):
+        raise ValueError(f"{feature}: checkpoint {index} out of range; the proxy saved {len(listing)}")
+    return listing[int(index)]
+
+
+def pool_pass(job, checkpoint: str, spec: dict[str, Any],
+              per_checkpoint: Callable[[torch.nn.Module, Any, torch.device, str], dict[str, np.ndarray]],
+              meta: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """One forward pass of one proxy checkpoint over every pool record of the job's shard (text-only included),
+    published by run_shard: the common skeleton of proxy_token_stats, proxy_embeddings and coincide_features.
+    per_checkpoint(model, batches, device, desc) returns the shard's row-aligned arrays."""
+    from selectbench.models.build import load_checkpoint
+
+    torch.set_num_threads(job.threads)
+    rows, batches = shard_batches_for(job.data, Path(checkpoint), job.model_cfg, range(len(job.data.pool)),
+                                      job.shard, job.shards, job.batch_size)
+    dtype = pass_dtype(job.dtype)
+
+    def compute(path: str) -> dict[str, np.ndarray]:
+        model = load_checkpoint(Path(path), with_processors=False, dtype=dtype)
+        return per_checkpoint(model, batches, device_for(job.device), f"shard {job.shard}/{job.shards}")
+
+    return run_shard([checkpoint], compute, rows, job.out,
+                     {"shard": job.shard, "shards": job.shards, "spec": spec, "dtype": job.dtype},
+                     meta={**dtype_meta(job.dtype), **(meta or {})})

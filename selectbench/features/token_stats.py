@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,7 @@ import torch
 from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import answer_token_targets, device_for, dtype_meta, pass_dtype, \
-    read_checkpoints, run_shard, shard_batches_for
-from selectbench.models.build import load_checkpoint
+from selectbench.features.passes import answer_token_targets, checkpoint_from_spec, pool_pass
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +59,9 @@ def statistics_for_checkpoint(model, batches, device: torch.device, desc: str = 
 
 
 def extract_shard(job: ShardJob) -> dict[str, Any]:
-    data, inputs, spec, model_cfg = job.data, job.inputs, job.spec, job.model_cfg
-    shard, n_shards, batch_size, out, threads, device = (job.shard, job.shards, job.batch_size, job.out,
-                                                         job.threads, job.device)
-    spec = FEATURES["proxy_token_stats"].spec(spec)
-    torch.set_num_threads(threads)
-    listing = read_checkpoints(inputs["proxy_checkpoints"])
-    index = int(spec["checkpoint"])
-    if not -len(listing) <= index < len(listing):
-        raise ValueError(f"proxy_token_stats: checkpoint {index} out of range; the proxy saved {len(listing)}")
-    checkpoint = listing[index]
-    rows, batches = shard_batches_for(data, Path(checkpoint), model_cfg, range(len(data.pool)), shard, n_shards,
-                                      batch_size)
-
-    dtype = pass_dtype(job.dtype)
-
-    def compute(path: str) -> dict[str, np.ndarray]:
-        model = load_checkpoint(Path(path), with_processors=False, dtype=dtype)
-        return statistics_for_checkpoint(model, batches, device_for(device), desc=f"shard {shard}/{n_shards}")
-
-    summary = run_shard([checkpoint], compute, rows, out,
-                        {"shard": shard, "shards": n_shards, "spec": spec, "dtype": job.dtype},
-                        meta=dtype_meta(job.dtype))
+    spec = FEATURES["proxy_token_stats"].spec(job.spec)
+    checkpoint = checkpoint_from_spec(job, "proxy_token_stats", spec["checkpoint"])
+    summary = pool_pass(job, checkpoint, spec, lambda model, batches, device, desc:
+                        statistics_for_checkpoint(model, batches, device, desc=desc))
     log.info("token statistics: %s", json.dumps(summary))
     return summary

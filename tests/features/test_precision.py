@@ -80,10 +80,11 @@ def test_half_precision_trajectories_agree_with_float32(trajectories, dtype):
 
 def test_token_statistics_load_the_configured_dtype(tmp_path, tiny_data, tiny_config, proxy_run, monkeypatch):
     from selectbench.features import token_stats
+    from selectbench.models import build
 
     loaded = []
-    original = token_stats.load_checkpoint
-    monkeypatch.setattr(token_stats, "load_checkpoint",
+    original = build.load_checkpoint  # the one-checkpoint passes load through features.passes.pool_pass
+    monkeypatch.setattr(build, "load_checkpoint",
                         lambda *a, **k: loaded.append(k.get("dtype")) or original(*a, **k))
     stats = _extract(token_stats, tmp_path, tiny_data, tiny_config, {"proxy_checkpoints": proxy_run["listing"]},
                      "bfloat16", "stats")
