@@ -99,7 +99,9 @@ def test_the_planner_and_the_table_writer_do_not_import_torch():
 
     modules = ["selectbench.config", "selectbench.registry", "selectbench.features", "selectbench.models.locate",
                "selectbench.selection.registry", "selectbench.evaluation.specs", "selectbench.report.tables"]
-    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
+    # the planner also loads every method file of methods/ (selection.registry.discover)
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "from selectbench.selection.registry import discover\ndiscover('methods')\nprint('torch' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method
+
+if TYPE_CHECKING:  # torch is imported where used: the Snakefile discovers methods/ at planning time
+    import torch
 
 EMBEDDINGS = ("last", "mean")  # arrays of the proxy_embeddings feature
 CHUNK = 8192  # rows per elementwise block (64 MB at d = 2048): never an (n, d) temporary beside the embeddings
@@ -40,6 +43,8 @@ class Clusters:
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -48,6 +53,8 @@ def _device(name: str) -> torch.device:
 def _assign(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centroid by cosine (rows and centroids are unit vectors), in row chunks so the (rows, k) score
     block stays ~256 MB whatever n and k are."""
+    import torch
+
     chunk = max(1, (1 << 26) // max(1, len(c)))
     labels, best = [], []
     for start in range(0, len(x), chunk):
@@ -58,6 +65,8 @@ def _assign(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _centroids(x: torch.Tensor, labels: torch.Tensor, k: int, fallback: torch.Tensor) -> torch.Tensor:
+    import torch
+
     sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
     norms = sums.norm(dim=1, keepdim=True)
     # an empty cluster keeps its previous centroid rather than becoming a zero vector
@@ -69,6 +78,8 @@ def spherical_kmeans(x: np.ndarray, k: int, seed: int, niter: int = 50, device: 
     centroid to the normalised mean of its rows. Initial centroids: k distinct rows drawn with the seed (as FAISS).
     k is capped at n. The returned labels are the last assignment and the centroids are recomputed from them, so
     each row's centroid is the normalised mean of exactly its cluster."""
+    import torch
+
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     k = int(min(k, n))
