@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import checkpoint_from_spec, pool_pass
+from selectbench.features.passes import checkpoint_from_spec, per_example_arrays, pool_pass
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +39,14 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str,
             "mean": torch.nn.functional.normalize(mean, dim=-1)}
 
 
-@torch.inference_mode()
 def embeddings_for_checkpoint(model, batches, device: torch.device, desc: str = "") -> dict[str, np.ndarray]:
-    model.eval().to(device)
-    out: dict[str, list] = {}
-    for batch in tqdm(batches, desc=desc, mininterval=10):
-        batch = {k: v.to(device) for k, v in batch.items()}
+    def per_batch(model, batch):
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch.get("pixel_values"), output_hidden_states=True).hidden_states[-1]
-        for key, value in pool_hidden(hidden, batch["attention_mask"]).items():
-            out.setdefault(key, []).append(value.cpu())
-    return {k: torch.cat(v).numpy().astype(np.float32) for k, v in out.items()}
+        return pool_hidden(hidden, batch["attention_mask"])
+
+    arrays = per_example_arrays(model, batches, device, desc, per_batch)
+    return {k: v.astype(np.float32) for k, v in arrays.items()}
 
 
 def extract_shard(job: ShardJob) -> dict[str, Any]:

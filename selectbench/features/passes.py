@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
@@ -155,3 +156,18 @@ def pool_pass(job, checkpoint: str, spec: dict[str, Any],
     return run_shard([checkpoint], compute, rows, job.out,
                      {"shard": job.shard, "shards": job.shards, "spec": spec, "dtype": job.dtype},
                      meta={**dtype_meta(job.dtype), **(meta or {})})
+
+
+@torch.inference_mode()
+def per_example_arrays(model, batches, device: torch.device, desc: str,
+                       per_batch: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+                       ) -> dict[str, np.ndarray]:
+    """per_batch(model, batch) on every batch (moved to device), its per-example tensors concatenated over the
+    batches as numpy arrays: the loop of the one-checkpoint passes (token statistics, embeddings)."""
+    model.eval().to(device)
+    out: dict[str, list] = {}
+    for batch in tqdm(batches, desc=desc, mininterval=10):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        for key, value in per_batch(model, batch).items():
+            out.setdefault(key, []).append(value.cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}

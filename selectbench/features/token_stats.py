@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import answer_token_targets, checkpoint_from_spec, pool_pass
+from selectbench.features.passes import answer_token_targets, checkpoint_from_spec, per_example_arrays, pool_pass
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,14 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
     return {"nll": mean(-logp_target), "el2n": mean(el2n), "margin": mean(p_target - p_other), "n_answer": count}
 
 
-@torch.inference_mode()
 def statistics_for_checkpoint(model, batches, device: torch.device, desc: str = "") -> dict[str, np.ndarray]:
-    model.eval().to(device)
-    out: dict[str, list] = {}
-    for batch in tqdm(batches, desc=desc, mininterval=10):
-        batch = {k: v.to(device) for k, v in batch.items()}
+    def per_batch(model, batch):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch.get("pixel_values")).logits
-        for key, value in token_statistics(logits, batch["labels"]).items():
-            out.setdefault(key, []).append(value.cpu())
-    return {k: torch.cat(v).numpy().astype(np.int64 if k == "n_answer" else np.float32) for k, v in out.items()}
+        return token_statistics(logits, batch["labels"])
+
+    arrays = per_example_arrays(model, batches, device, desc, per_batch)
+    return {k: v.astype(np.int64 if k == "n_answer" else np.float32) for k, v in arrays.items()}
 
 
 def extract_shard(job: ShardJob) -> dict[str, Any]:
