@@ -28,6 +28,21 @@ def _merge(base: dict, new: dict) -> None:
             base[key] = copy.deepcopy(value)
 
 
+def run_standalone_dag(workdir: Path, cfg: dict, timeout: int = 900) -> Path:
+    """The whole DAG of a complete (standalone) config, written to workdir/config.yaml, run through the real
+    snakemake CLI on 2 cores; returns the results folder (the run must succeed)."""
+    import subprocess
+    import sys
+
+    config = Path(workdir) / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
+                          "--configfile", str(config), "--directory", str(workdir)],
+                         capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return Path(workdir) / "results"
+
+
 TINY = ROOT / "tests" / "tiny.yaml"
 TINY_RECIPE = ROOT / "tests" / "tiny_recipe.yaml"
 TINY_VISION_FLAN = ROOT / "tests" / "tiny_vision_flan.yaml"  # a dataset in Vision-Flan's layout

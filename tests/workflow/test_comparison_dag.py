@@ -5,14 +5,12 @@ the same set on the embedded default)."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY, load_config
+from tests.conftest import ROOT, TINY, load_config, run_standalone_dag
 
 COMPARISON = yaml.safe_load((ROOT / "config" / "comparison.yaml").read_text())["methods"]
 # the tiny pool (240 examples) wants small K; the 2-layer proxy has layers 0 and 1
@@ -28,13 +26,7 @@ def finished_run(tmp_path_factory) -> Path:
     cfg = load_config(TINY)
     cfg.update(standalone=True, methods=METHODS)
     cfg["features"]["shards"] = 1  # sharding is test_dag's
-    config = workdir / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
-                          "--configfile", str(config), "--directory", str(workdir)],
-                         capture_output=True, text=True, timeout=1200)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return workdir / "results"
+    return run_standalone_dag(workdir, cfg, timeout=1200)
 
 
 def test_the_comparison_config_names_every_new_method():

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
-import yaml
 
-from tests.conftest import ROOT, TINY, load_config
+from tests.conftest import TINY, load_config, run_standalone_dag
 from tests.models.conftest import clip_dir, pretrained_cfg, projector_file, stablelm_dir, vicuna_dir  # noqa: F401
 
 TEMPLATE = {"system": "A chat.", "max_length": 256}
@@ -31,13 +28,7 @@ def test_dag_with_pretrained_models_runs_end_to_end(tmp_path, vicuna_dir, stable
         "proxy": {"pretrained": pretrained_cfg(stablelm_dir, clip_dir, None), "template": TEMPLATE,
                   "finetune": {"finetune": "full", "trainable": ["projector", "language_model"], "epochs": 1,
                                "batch_size": 16, "lr": 1e-3, "checkpoints": 2}}}
-    config = tmp_path / "pretrained.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
-                          "--configfile", str(config), "--directory", str(tmp_path)],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-4000:]
-    results = tmp_path / "results" / "digits"
+    results = run_standalone_dag(tmp_path, cfg) / "digits"
     assert not (results / "tokenizer").exists(), "pretrained models bring their own tokenizer"
     base = json.loads((results / "base" / "target" / "train_summary.json").read_text())
     assert base["assembled"]["projector"] == str(projector_file) and "not run" in base["stage1"]

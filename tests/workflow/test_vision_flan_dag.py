@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT, TINY, TINY_VISION_FLAN, load_config
+from tests.conftest import TINY, TINY_VISION_FLAN, load_config, run_standalone_dag
 
 DATASET = "digits_flan"
 METHODS = {"random": {}, "xmas": {"clusters": 4}}
@@ -27,13 +24,7 @@ def finished_run(tmp_path_factory) -> Path:
     cfg = load_config(TINY, TINY_VISION_FLAN)
     cfg.update(standalone=True, methods=METHODS, datasets={DATASET: cfg["datasets"][DATASET]})
     cfg["features"]["shards"] = 1  # sharding is test_dag's; one job less here
-    config = workdir / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
-                          "--configfile", str(config), "--directory", str(workdir)],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return workdir / "results"
+    return run_standalone_dag(workdir, cfg)
 
 
 def test_the_pool_came_through_the_vision_flan_reader(finished_run):
