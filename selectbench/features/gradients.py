@@ -36,8 +36,9 @@ from tqdm import tqdm
 from selectbench.data.images import ImageLoader
 from selectbench.data.datadir import DataDir
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import device_for, dtype_meta, example_losses, pass_dtype, run_shard, \
+from selectbench.features.passes import device_for, dtype_meta, pass_dtype, run_shard, \
     shard_batches_for
+from selectbench.models.losses import example_losses
 from selectbench.models.build import load_checkpoint
 from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset

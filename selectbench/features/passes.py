@@ -18,7 +18,6 @@ from selectbench.features.sharding import clear, parts_dir, plan_batches, run_pa
 from transformers import LlavaConfig
 
 from selectbench.models.build import load_processors
-from selectbench.models.conversation import IGNORE_INDEX
 from selectbench.models.conversation import make_template
 from selectbench.training.data import Collator, SupervisedDataset
 
@@ -84,21 +83,6 @@ def device_for(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def answer_token_targets(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Next-token view of a batch: (B, S-1, V) float logits, (B, S-1) targets (0 where unsupervised), and the
-    mask of supervised (assistant answer) tokens; padding and prompts are never supervised."""
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = shift_labels != IGNORE_INDEX
-    return shift_logits, shift_labels.clamp(min=0), mask
-
-
-def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over each example's supervised (answer) tokens."""
-    shift_logits, targets, mask = answer_token_targets(logits, labels)
-    token = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), targets, reduction="none")
-    return (token * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def run_shard(parts: list[str], compute: Callable[[str], dict[str, np.ndarray]], rows: np.ndarray,

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from selectbench.features import FEATURES, ShardJob
-from selectbench.features.passes import answer_token_targets, checkpoint_from_spec, per_example_arrays, pool_pass
+from selectbench.features.passes import checkpoint_from_spec, per_example_arrays, pool_pass
+from selectbench.models.losses import answer_token_targets
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from selectbench.features import FEATURES, ShardJob
 from selectbench.features.attention import BatchLayout, randomized_svd_pass, record_blocks, top_singular_values
-from selectbench.features.passes import device_for, dtype_meta, example_losses, pass_dtype, read_checkpoints, \
+from selectbench.features.passes import device_for, dtype_meta, pass_dtype, read_checkpoints, \
     run_shard, shard_batches_for
+from selectbench.models.losses import example_losses
 from selectbench.models.build import load_checkpoint
 
 log = logging.getLogger(__name__)
