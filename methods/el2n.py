@@ -7,4 +7,4 @@ from selectbench.selection.ranking import ProxyStatisticRanking
 class EL2N(ProxyStatisticRanking):
     name = "el2n"
     statistic = "el2n"
-    parameters = {"band": "high", "checkpoint": -1}
+    parameters = {"band": "high", "model": "proxy", "checkpoint": -1}

@@ -67,13 +67,26 @@ TASK_AWARE = sorted(label for label, inst in INSTANCES.items()
                     if AVAILABLE[inst.method].task_aware(inst.param_dict))
 
 # Shared artifacts a method can require (selectbench.selection.base.ARTIFACTS): computed once per dataset.
+# The full-data target is the reference run of the first reference seed (the table's own "full" row).
+REFERENCE_RUN = f"results/{{dataset}}/target/{REFERENCE}/r1_s{config['reference_seeds'][0]}"
 ARTIFACT_PATHS = {
     "pool": "results/{dataset}/data",
     "proxy_checkpoints": "results/{dataset}/proxy/finetune/checkpoints.json",
     "clip_model": "results/{dataset}/clip/model.json",
     "gradient_warmup": "results/{dataset}/gradient/warmup.json",
+    "target_full": f"{REFERENCE_RUN}/train_summary.json",
+    "self_filter_scorer": "results/{dataset}/self_filter/scorer.json",
 }
 FEATURE_PATH = "results/{dataset}/features/{feature}/{spec}.npz"
+# Features read by the job making an artifact (at their default spec), e.g. CLIP embeddings by Self-Filter's
+# score net
+ARTIFACT_FEATURES = {"self_filter_scorer": ("clip_embeddings",)}
+
+
+def required(label):
+    """The artifacts and features scoring the instance reads (Method.required of its parameters)."""
+    inst = INSTANCES[label]
+    return AVAILABLE[inst.method].required(inst.param_dict)
 
 
 def feature_spec(label, feature):
@@ -81,13 +94,21 @@ def feature_spec(label, feature):
     return FEATURES[feature].spec(AVAILABLE[inst.method].feature_spec(feature, inst.param_dict))
 
 
-# Every (feature, spec) some instance needs, by path label: instances asking for the same spec share it.
+def default_feature_path(feature):
+    """The file of a feature at its defaults (what an artifact's rule reads)."""
+    return FEATURE_PATH.format(dataset="{dataset}", feature=feature, spec=spec_label(FEATURES[feature].spec()))
+
+
+# Every (feature, spec) some instance or artifact needs, by path label: instances asking for the same spec
+# share it.
 FEATURE_SPECS = {}
 for _label, _inst in INSTANCES.items():
-    for _name in AVAILABLE[_inst.method].requires:
+    for _name in required(_label):
         if _name in FEATURES:
             _spec = feature_spec(_label, _name)
             FEATURE_SPECS[(_name, spec_label(_spec))] = _spec
+        for _feature in ARTIFACT_FEATURES.get(_name, ()):
+            FEATURE_SPECS[(_feature, spec_label(FEATURES[_feature].spec()))] = FEATURES[_feature].spec()
 
 
 wildcard_constraints:
@@ -143,9 +164,8 @@ def instance_settings(label):
 
 
 def artifact_inputs(wildcards):
-    method = AVAILABLE[INSTANCES[wildcards.instance].method]
     out = {}
-    for name in method.requires:
+    for name in required(wildcards.instance):
         if name in FEATURES:
             label = spec_label(feature_spec(wildcards.instance, name))
             out[name] = FEATURE_PATH.format(dataset=wildcards.dataset, feature=name, spec=label)
@@ -319,19 +339,31 @@ def _base_jobs(role):
 def _artifact_jobs(name, label):
     """Every job that produces a shared artifact or feature an instance requires, its own inputs first."""
     if name in FEATURES:
-        spec = spec_label(feature_spec(label, name))
-        n = config["features"]["shards"]
-        return ([j for need in FEATURES[name].requires for j in _artifact_jobs(need, label)]
-                + [{**_job(f"feature_{name}_{spec}_shard{i}-of-{n}", "feature_shard"), "feature": name}
-                   for i in range(n)]
-                + [_job(f"feature_{name}_{spec}_gather", "feature_gather")])
+        return _feature_jobs(name, spec_label(feature_spec(label, name)), label)
     clip_tokenizer = registry.needs_tokenizer("clip_builder", config["clip"].get("builder"))
-    return {
-        "pool": [],  # prepared for every run, the full-data training included: not a selection cost
-        "proxy_checkpoints": _base_jobs("proxy") + [_job("proxy_finetune", "proxy_finetune")],
-        "clip_model": ([_job("tokenizer", "tokenizer")] if clip_tokenizer else []) + [_job("clip_model", "clip_model")],
-        "gradient_warmup": _base_jobs("proxy") + warmup_start_jobs() + [_job("gradient_warmup", "gradient_warmup")],
-    }[name]
+    jobs = {  # built on demand: an artifact's jobs may include another artifact's
+        "pool": lambda: [],  # prepared for every run, the full-data training included: not a selection cost
+        "proxy_checkpoints": lambda: _base_jobs("proxy") + [_job("proxy_finetune", "proxy_finetune")],
+        "clip_model": lambda: (([_job("tokenizer", "tokenizer")] if clip_tokenizer else [])
+                               + [_job("clip_model", "clip_model")]),
+        "gradient_warmup": lambda: (_base_jobs("proxy") + warmup_start_jobs()
+                                    + [_job("gradient_warmup", "gradient_warmup")]),
+        # the full-data training is the reference row's own job: counted again in every instance scored with it
+        "target_full": lambda: [_job(f"train_target_{REFERENCE}_r1_s{config['reference_seeds'][0]}", "train_target")],
+        "self_filter_scorer": lambda: ([j for f in ARTIFACT_FEATURES["self_filter_scorer"]
+                                        for j in _feature_jobs(f, spec_label(FEATURES[f].spec()), label)]
+                                       + [_job("self_filter_train", "self_filter_train")]),
+    }
+    return jobs[name]()
+
+
+def _feature_jobs(name, spec, label):
+    """A feature's extraction jobs (its own inputs' jobs first): shards and gather."""
+    n = config["features"]["shards"]
+    return ([j for need in FEATURES[name].requires for j in _artifact_jobs(need, label)]
+            + [{**_job(f"feature_{name}_{spec}_shard{i}-of-{n}", "feature_shard"), "feature": name}
+               for i in range(n)]
+            + [_job(f"feature_{name}_{spec}_gather", "feature_gather")])
 
 
 def warmup_start_jobs():
@@ -351,7 +383,7 @@ def cost_plan(dataset):
     jobs = [{**j, "stage": "common"} for j in common]
     for label, inst in INSTANCES.items():
         shared = {}
-        for name in AVAILABLE[inst.method].requires:
+        for name in required(label):
             shared.update({j["job"]: j for j in _artifact_jobs(name, label)})
         for j in common:
             shared.pop(j["job"], None)

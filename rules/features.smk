@@ -7,7 +7,7 @@ rule feature_shard:
     params:
         spec=lambda w: json.dumps(FEATURE_SPECS[(w.feature, w.spec)]),
         inputs=lambda w: json.dumps(feature_inputs(w)),
-        cfg=model_config("proxy"),
+        cfg=lambda w: model_config(FEATURES[w.feature].model),
         methods=METHOD_DIRS,
         batch=feature_batch_size,
         device=config["features"].get("device", "auto"),

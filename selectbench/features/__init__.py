@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ShardJob:
     """What one shard job of a feature extraction is given: the data, the artifacts the feature requires (by name),
-    its spec, the proxy's model config, which shard of how many, and where to write its rows and arrays. dtype is
-    the precision the model's weights are loaded in for the pass (config features.dtype); reductions (softmax of
-    attention scores, SVD, losses, per-example gradients, projection) stay in float32 whatever it is."""
+    its spec, the model config of the role whose model the pass reads (Feature.model: the proxy for most), which
+    shard of how many, and where to write its rows and arrays. dtype is the precision the model's weights are loaded
+    in for the pass (config features.dtype); reductions (softmax of attention scores, SVD, losses, per-example
+    gradients, projection) stay in float32 whatever it is."""
 
     data: DataDir
     inputs: dict[str, Path]
@@ -48,6 +49,7 @@ class Feature:
     requires: tuple[str, ...]       # artifacts the extraction reads (selectbench.selection.base.ARTIFACTS)
     extractor: str | Callable       # function(job: ShardJob) -> summary, or "module:function" naming one
     choices: dict[str, tuple] = field(default_factory=dict)
+    model: str = "proxy"            # the role whose model config (template) the pass is given: proxy | target
 
     def spec(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full spec: defaults updated with overrides; unknown keys and bad choices are errors."""
@@ -91,6 +93,14 @@ FEATURES: dict[str, Feature] = {
         defaults={"checkpoint": -1},  # index into the proxy's checkpoint list; -1 = the end of its fine-tune
         requires=("pool", "proxy_checkpoints"),
         extractor="selectbench.features.embeddings:extract_shard",
+    ),
+    # the same statistics under the target fine-tuned on the whole pool (the XMAS paper's HL / MP scoring model)
+    "target_token_stats": Feature(
+        name="target_token_stats",
+        defaults={},
+        requires=("pool", "target_full"),
+        extractor="selectbench.features.token_stats:extract_target_shard",
+        model="target",
     ),
     "lora_gradients": Feature(
         name="lora_gradients",
@@ -171,10 +181,10 @@ def with_plugins(methods: dict[str, Any]) -> dict[str, Feature]:
 
 
 def path_safe(value: Any) -> str:
-    """A setting's value as a piece of a file name: lists joined by "+", anything but [A-Za-z0-9.+-] dropped."""
+    """A setting's value as a piece of a file name: lists joined by "+", anything but [A-Za-z0-9._+-] dropped."""
     if isinstance(value, (list, tuple)):
         return "+".join(path_safe(v) for v in value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "", str(value))
+    return re.sub(r"[^A-Za-z0-9._+-]", "", str(value))
 
 
 def spec_label(spec: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""Per-example answer-token statistics of the proxy, from one pass over the whole pool (text-only records
-included), shared by the perplexity and EL2N baselines (and any method that wants them).
+"""Per-example answer-token statistics from one pass over the whole pool (text-only records included), shared by
+the perplexity, EL2N, HL and D2-Pruning baselines: under a proxy checkpoint (proxy_token_stats) or under the target
+fine-tuned on the whole pool (target_token_stats, the full-data reference run's model).
 
 Output of one shard: rows, nll (n, 1) mean answer-token cross-entropy, el2n (n, 1) mean over answer tokens of
 ‖softmax(logits) − onehot(target)‖₂, margin (n, 1) mean over answer tokens of p(target) − max p(other) (the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,4 +63,16 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
     summary = pool_pass(job, checkpoint, spec, lambda model, batches, device, desc:
                         statistics_for_checkpoint(model, batches, device, desc=desc))
     log.info("token statistics: %s", json.dumps(summary))
+    return summary
+
+
+def extract_target_shard(job: ShardJob) -> dict[str, Any]:
+    """The statistics under the full-data target: the published model beside the reference run's summary."""
+    spec = FEATURES["target_token_stats"].spec(job.spec)
+    model_dir = Path(job.inputs["target_full"]).parent / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"target_token_stats: no published model in {model_dir} (the full-data run's)")
+    summary = pool_pass(job, str(model_dir), spec, lambda model, batches, device, desc:
+                        statistics_for_checkpoint(model, batches, device, desc=desc))
+    log.info("target token statistics: %s", json.dumps(summary))
     return summary

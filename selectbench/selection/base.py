@@ -18,7 +18,10 @@ from selectbench.features import FEATURES
 
 # Shared artifacts a method may require, produced once per dataset by the rules (rules/common.smk maps each
 # name to its file). Features (selectbench.features) are artifacts too, computed once per spec.
-ARTIFACTS = ("pool", "proxy_checkpoints", "clip_model", "gradient_warmup", *FEATURES)
+# target_full: the target fine-tuned on the whole pool (the full-data reference run), for methods that score with it;
+# self_filter_scorer: Self-Filter's score net, trained jointly with the target on the whole pool.
+ARTIFACTS = ("pool", "proxy_checkpoints", "clip_model", "gradient_warmup", "target_full", "self_filter_scorer",
+             *FEATURES)
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Method:
     """Base class of selection methods.
 
     name: the method's name in the config and in result tables.
-    requires: artifacts (from ARTIFACTS, or features the method declares) the scoring step needs.
+    requires: artifacts (from ARTIFACTS, or features the method declares) the scoring step may need; required()
+        says which of them one parameter setting needs (default: all).
     features: per-example features the method brings (name → selectbench.features.Feature); the DAG shards,
         gathers and caches them like the built-in ones.
     parameters: defaults; the config may override them, and a list value expands to a grid of instances.
@@ -60,6 +64,12 @@ class Method:
     @classmethod
     def check(cls, params: dict[str, Any]) -> None:
         """Raise ValueError for a bad parameter value; called when the DAG is planned, before anything runs."""
+
+    @classmethod
+    def required(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """The artifacts scoring with these parameters reads, a subset of `requires` (e.g. perplexity's statistic
+        from the proxy or from the full-data target): what the DAG builds for the instance and hands to score()."""
+        return cls.requires
 
     @classmethod
     def task_aware(cls, params: dict[str, Any]) -> bool:

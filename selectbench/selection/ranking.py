@@ -35,19 +35,43 @@ class FeatureRanking(Method):
 
 
 class ProxyStatisticRanking(FeatureRanking):
-    """Ranking by a statistic of the proxy's answer tokens (one shared pass: selectbench.features.token_stats);
-    parameter checkpoint picks which proxy checkpoint scores (-1: the end of its fine-tune)."""
+    """Ranking by a statistic of a model's answer tokens (one shared pass: selectbench.features.token_stats).
+    Parameter model picks the scoring model: proxy (the small fine-tuned proxy every proxy method shares; then
+    checkpoint picks which of its checkpoints, -1 = the end of its fine-tune) or target_full (the target fine-tuned
+    on the whole pool, i.e. the full-data reference run, as the XMAS paper scores HL and MP: no cheaper than
+    training on everything, which the cost table shows)."""
 
     feature = "proxy_token_stats"
-    requires = ("proxy_token_stats",)
-    parameters: ClassVar[dict[str, Any]] = {"band": "middle", "checkpoint": -1}
+    requires = ("proxy_token_stats", "target_token_stats")
+    parameters: ClassVar[dict[str, Any]] = {"band": "middle", "model": "proxy", "checkpoint": -1}
+
+    MODELS: ClassVar[dict[str, str]] = {"proxy": "proxy_token_stats", "target_full": "target_token_stats"}
 
     @classmethod
     def check(cls, params):
         super().check(params)
-        if not isinstance(params["checkpoint"], int):
+        if params["model"] not in cls.MODELS:
+            raise ValueError(f"model must be one of {list(cls.MODELS)}, got {params['model']!r}")
+        if not isinstance(params["checkpoint"], int) or isinstance(params["checkpoint"], bool):
             raise ValueError(f"checkpoint must be an index into the proxy's checkpoints, got {params['checkpoint']!r}")
+        if params["model"] == "target_full" and params["checkpoint"] != -1:
+            raise ValueError("checkpoint indexes the proxy's checkpoints; model target_full has one model "
+                             f"(leave checkpoint at -1, got {params['checkpoint']!r})")
+
+    @classmethod
+    def required(cls, params):
+        return (cls.MODELS[params["model"]],)
 
     @classmethod
     def feature_spec(cls, feature, params):
-        return {"checkpoint": params["checkpoint"]}
+        return {"checkpoint": params["checkpoint"]} if feature == "proxy_token_stats" else {}
+
+    def score(self, ctx):
+        feature = self.MODELS[ctx.params["model"]]
+        values = load_npz(ctx.artifacts[feature], [self.statistic])[self.statistic][:, 0]
+        return {self.statistic: values}
+
+    def select(self, ctx, scores, n, seed):
+        selection = super().select(ctx, scores, n, seed)
+        selection.details["model"] = ctx.params["model"]
+        return selection

@@ -85,6 +85,10 @@ def expand(methods_cfg: dict[str, dict[str, Any]], available: dict[str, type[Met
                 cls.check(params)
             except ValueError as err:
                 raise MethodError(f"method {name!r}: {err}") from err
+            extra = set(cls.required(params)) - set(cls.requires)
+            if extra:
+                raise MethodError(f"method {name!r}: required() names {sorted(extra)}, which `requires` does not "
+                                  "declare")
             # path-safe: labels name folders and wildcards (a list value such as layers [0, 1] reads "0+1")
             label = name + "".join(f"__{k}-{path_safe(v)}" for k, v in zip(grid, values))
             if any(i.label == label for i in instances):

@@ -8,7 +8,7 @@ import torch
 from selectbench.features import ShardJob
 from selectbench.data.images import ImageLoader
 from selectbench.features.sharding import gather
-from selectbench.features.token_stats import extract_shard, token_statistics
+from selectbench.features.token_stats import extract_shard, extract_target_shard, token_statistics
 from selectbench.models.build import load_checkpoint
 from selectbench.models.conversation import IGNORE_INDEX
 from selectbench.models.conversation import make_template
@@ -75,3 +75,31 @@ def test_margin_by_hand_on_a_small_logits_tensor():
     want = [((0.5 - 0.3) + (0.3 - 0.6)) / 2, ((0.25 - 0.5) + 0.0) / 2]
     np.testing.assert_allclose(stats["margin"][:2].numpy(), want, atol=1e-6)
     assert torch.isnan(stats["margin"][2]) and stats["n_answer"].tolist() == [2, 2, 0]
+
+
+def test_target_statistics_come_from_the_full_data_runs_published_model(tmp_path, tiny_data, tiny_config, proxy_run):
+    """target_token_stats reads the model published beside the target_full artifact (the reference run's summary):
+    the same numbers as the proxy pass over that very model."""
+    import json
+
+    import pytest
+
+    run = tmp_path / "full_run"
+    run.mkdir()
+    (run / "model").symlink_to(proxy_run["model_dir"], target_is_directory=True)
+    (run / "train_summary.json").write_text("{}")
+    cfg = tiny_config["models"]["proxy"]
+    extract_target_shard(ShardJob(tiny_data, {"target_full": run / "train_summary.json"}, {}, cfg, 0, 1, 8,
+                                  tmp_path / "target.npz", device="cpu"))
+    listing = tmp_path / "listing.json"
+    listing.write_text(json.dumps([str(proxy_run["model_dir"])]))
+    extract_shard(ShardJob(tiny_data, {"proxy_checkpoints": listing}, {}, cfg, 0, 1, 8, tmp_path / "proxy.npz",
+                           device="cpu"))
+    target = gather([tmp_path / "target.npz"], len(tiny_data.pool), tmp_path / "t.npz")
+    proxy = gather([tmp_path / "proxy.npz"], len(tiny_data.pool), tmp_path / "p.npz")
+    for key in ("nll", "el2n", "margin", "n_answer"):
+        np.testing.assert_array_equal(target[key], proxy[key])
+    (run / "model").unlink()
+    with pytest.raises(FileNotFoundError, match="no published model"):
+        extract_target_shard(ShardJob(tiny_data, {"target_full": run / "train_summary.json"}, {}, cfg, 0, 1, 8,
+                                      tmp_path / "again.npz", device="cpu"))

@@ -51,3 +51,46 @@ def test_bad_band_is_rejected_when_planning():
     cls = discover(METHODS)["perplexity"]
     with pytest.raises(MethodError, match="band"):
         expand({"perplexity": {"band": "top"}}, {"perplexity": cls})
+
+
+@pytest.mark.parametrize("name", ["perplexity", "el2n", "hl"])
+def test_model_picks_the_scoring_pass(tmp_path, name):
+    """model: proxy reads the proxy's statistics, target_full the full-data target's; the DAG builds only the one
+    the setting needs (Method.required)."""
+    cls = discover(METHODS)[name]
+    values = np.arange(10, dtype=float)
+    for model, feature in (("proxy", "proxy_token_stats"), ("target_full", "target_token_stats")):
+        params = expand({name: {"model": model}}, {name: cls})[0].param_dict
+        assert cls.required(params) == (feature,)
+        ctx = _ctx(tmp_path, params, values)
+        ctx.artifacts = {feature: ctx.artifacts["proxy_token_stats"]}  # only the one it asked for
+        sel = cls().select(ctx, cls().score(ctx), 3, seed=0)
+        assert sel.details["model"] == model
+
+
+def test_hl_is_the_high_loss_band_of_the_full_data_target():
+    cls = discover(METHODS)["hl"]
+    assert (cls.statistic, cls.parameters["band"], cls.parameters["model"]) == ("nll", "high", "target_full")
+
+
+@pytest.mark.parametrize("override, message", [({"model": "teacher"}, "model must be one of"),
+                                               ({"model": "target_full", "checkpoint": 2}, "one model")])
+def test_bad_model_settings_are_rejected_when_planning(override, message):
+    cls = discover(METHODS)["perplexity"]
+    with pytest.raises(MethodError, match=message):
+        expand({"perplexity": override}, {"perplexity": cls})
+
+
+def test_required_must_stay_within_requires():
+    from selectbench.selection.base import Method
+
+    class Sneaky(Method):
+        name = "sneaky"
+        requires = ("proxy_token_stats",)
+
+        @classmethod
+        def required(cls, params):
+            return ("clip_score",)
+
+    with pytest.raises(MethodError, match="does not declare"):
+        expand({"sneaky": {}}, {"sneaky": Sneaky})

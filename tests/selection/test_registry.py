@@ -24,6 +24,9 @@ def test_a_dropped_in_file_becomes_a_method(tmp_path):
     instances = expand({"longest": {"band": ["low", "high"]}}, found)
     assert [i.label for i in instances] == ["longest__band-low", "longest__band-high"]
     assert instances[0].param_dict == {"band": "low"}
+    # values keep their underscores; lists join with "+"; anything else unsafe in a path is dropped
+    labels = [i.label for i in expand({"perplexity": {"model": ["proxy", "target_full"]}}, discover(METHODS))]
+    assert labels == ["perplexity__model-proxy", "perplexity__model-target_full"]
 
 
 def test_unknown_method_and_parameter_are_rejected():
