@@ -42,6 +42,9 @@ SETUPS: dict[str, dict] = {
     # D2-Pruning: kNN graph + forward pass (its score step) and the greedy (its select step), timed apart;
     # --params '{"d2_pruning": {"index": "approximate"}}' for HNSW, whose recall is measured on 1,000 rows
     "d2_pruning": {},
+    # Self-Filter's select step (the penalised greedy) on a synthetic candidate graph: its score step's kNN over the
+    # CLIP features is D2-Pruning's kNN (the same helper), timed there
+    "self_filter": {},
 }
 SCORE_KEY = {"coincide": "features"}  # the score array each method's select reads (default: "embedding")
 
@@ -100,6 +103,8 @@ def run_one(name: str, args: argparse.Namespace, overrides: dict) -> dict:
         details = {"epsilon": 1 - threshold, "clusters": args.groups}
     elif name == "d2_pruning":
         rows, details = run_d2(x, n_keep, overrides)
+    elif name == "self_filter":
+        rows, details = run_self_filter(len(x), n_keep, overrides)
     else:
         cls = discover(METHODS_DIR)[name]
         params = expand({name: {**SETUPS[name], **overrides}}, {name: cls})[0].param_dict
@@ -146,6 +151,23 @@ def run_d2(x: np.ndarray, n_keep: int, overrides: dict) -> tuple[np.ndarray, dic
             found += sum(len(set(a) & set(b)) for a, b in zip(exact.tolist(), scores["neighbors"][part].tolist()))
         details["recall_at_k"] = round(found / (len(probe) * params["k"]), 4)
     return rows, details
+
+
+def run_self_filter(n: int, n_keep: int, overrides: dict) -> tuple[np.ndarray, dict]:
+    """Self-Filter's select step: normal difficulties, each row's `candidates` neighbours drawn at random with
+    cosines in [0.5, 1) (what the greedy costs does not depend on where the neighbours are)."""
+    from selectbench.selection.base import Context
+    from selectbench.selection.registry import discover, expand
+
+    cls = discover(METHODS_DIR)["self_filter"]
+    params = expand({"self_filter": {**SETUPS["self_filter"], **overrides}}, {"self_filter": cls})[0].param_dict
+    rng = np.random.default_rng(1)
+    k = params["candidates"]
+    scores = {"difficulty": rng.normal(size=n), "neighbors": rng.integers(0, n, (n, k)),
+              "similarity": np.sort(rng.uniform(0.5, 1.0, (n, k)), axis=1)[:, ::-1]}
+    selection = cls().select(Context("synthetic", [{}] * n, Path("."), {}, params), scores, n_keep, 0)
+    return selection.rows, {"candidates": k, "k_nearest": params["k_nearest"],
+                            "short_picks": selection.details["short_picks"]}
 
 
 def main() -> None:

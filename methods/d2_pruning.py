@@ -32,7 +32,7 @@ import numpy as np
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection
-from selectbench.selection.graph import INDEXES, forward_scores, greedy_reverse, knn
+from selectbench.selection.graph import INDEXES, forward_scores, graph_of, greedy_reverse
 
 EMBEDDINGS = ("mean", "last")
 
@@ -78,14 +78,3 @@ class D2Pruning(Method):
                                 "unscored": int(scores["unscored"].sum()),
                                 "isolated": int((scores["neighbors"] < 0).all(axis=1).sum())})
 
-
-def graph_of(x: np.ndarray, k: int, index: str, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """kNN graph over the rows with a finite embedding; a row without one (not covered by the pass) is isolated:
-    no neighbours, and no one's neighbour."""
-    finite = np.flatnonzero(np.isfinite(x).all(axis=1))
-    neighbors = np.full((len(x), k), -1, np.int64)
-    distances = np.full((len(x), k), np.inf)
-    ids, dist = knn(x[finite], k, index, threads)
-    neighbors[finite] = np.where(ids >= 0, finite[np.maximum(ids, 0)], -1)
-    distances[finite] = dist
-    return neighbors, distances

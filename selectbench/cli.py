@@ -101,6 +101,22 @@ def cmd_gradient_warmup(a) -> None:
     atomic_write_json(Path(a.out), {"model": str(start.resolve()), "warmup": str(Path(a.out_dir).resolve())})
 
 
+def cmd_self_filter_train(a) -> None:
+    from selectbench.features.sharding import load_npz
+    from selectbench.training.self_filter import check_features, train_score_net
+    from selectbench.training.train import is_main_process
+
+    data = DataDir(a.data)
+    features = check_features(load_npz(Path(a.features), ["embedding"])["embedding"], len(data.pool), a.features)
+    summary = train_score_net(data, Path(a.base), features, a.model_config, a.seed, Path(a.out_dir), a.threads)
+    logging.info("Self-Filter stage 1: %d examples, loss %.4f in %.0f s", summary["examples"], summary["train_loss"],
+                 summary["wall_s"])
+    if is_main_process():
+        atomic_write_json(Path(a.out), {"score_net": str((Path(a.out_dir) / "score_net.npy").resolve()),
+                                        "features": str(Path(a.features).resolve()),
+                                        "summary": str((Path(a.out_dir) / "train_summary.json").resolve())})
+
+
 def cmd_feature_shard(a) -> None:
     from selectbench.features import ShardJob, job_fingerprint, with_plugins
     from selectbench.features.sharding import claim_parts, parts_dir
@@ -249,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     add("gradient-warmup", cmd_gradient_warmup, ("--data", req), ("--base", {"default": None}),
         ("--checkpoints", {"default": None}), ("--model-config", js), ("--warmup", js), ("--out-dir", req),
         ("--out", req), ("--threads", {"type": int, "default": 1}))
+    add("self-filter-train", cmd_self_filter_train, ("--data", req), ("--base", req), ("--features", req),
+        ("--model-config", js), ("--seed", {"type": int, "default": 0}), ("--out-dir", req), ("--out", req),
+        ("--threads", {"type": int, "default": 1}))
     add("feature-shard", cmd_feature_shard, ("--feature", req), ("--methods-dir", {"nargs": "+", **req}),
         ("--spec", js), ("--data", req),
         ("--inputs", js), ("--model-config", js), ("--shard", {"type": int, **req}),

@@ -115,6 +115,13 @@ FEATURES: dict[str, Feature] = {
         requires=("pool", "clip_model"),
         extractor="selectbench.features.clip_score:extract_shard",
     ),
+    # CLIP's unit image and text embeddings side by side (Self-Filter's score-net input)
+    "clip_embeddings": Feature(
+        name="clip_embeddings",
+        defaults={},
+        requires=("pool", "clip_model"),
+        extractor="selectbench.features.clip_score:extract_embeddings_shard",
+    ),
     "coincide_features": Feature(
         name="coincide_features",
         # layers: the release's for a 24-layer proxy; validated against the proxy's depth when extracted

@@ -2,7 +2,9 @@
 record's conversation text (DataComp's CLIP-score filter). Text-only records have no image: their score is
 NaN, so ranking methods take them only after every scored record (see selection.base.band_indices).
 
-Output of one shard: rows, clip_score (n, 1).
+Output of one shard: rows, clip_score (n, 1). The clip_embeddings feature (Self-Filter's score-net input) stores
+instead embedding (n, 1, 2d): the unit image embedding and the unit text embedding side by side, zeros for the
+image half of a text-only record.
 """
 
 from __future__ import annotations
@@ -52,7 +54,37 @@ def clip_scores(model, tokenizer, images: ImageLoader, records: list[dict], batc
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+@torch.inference_mode()
+def clip_embeddings(model, tokenizer, images: ImageLoader, records: list[dict], batches: list[np.ndarray],
+                    device: torch.device, max_length: int, desc: str = "") -> np.ndarray:
+    """(n, 2d): [unit image embedding, unit text embedding] per record (image half 0 without an image)."""
+    model.to(device)
+    out = []
+    for batch in tqdm(batches, desc=desc, mininterval=10):
+        recs = [records[i] for i in batch]
+        text = encode_texts(tokenizer, [record_text(r) for r in recs], max_length)
+        text_emb = model.get_text_features(**{k: v.to(device) for k, v in text.items()})
+        text_emb = torch.nn.functional.normalize(getattr(text_emb, "pooler_output", text_emb).float(), dim=-1)
+        image_emb = torch.zeros_like(text_emb)
+        with_image = [i for i, r in enumerate(recs) if "image" in r]
+        if with_image:
+            pixels = images.pixel_values([images.load(recs[i]["image"], recs[i].get("id")) for i in with_image])
+            emb = model.get_image_features(pixel_values=pixels.to(device))
+            image_emb[with_image] = torch.nn.functional.normalize(getattr(emb, "pooler_output", emb).float(), dim=-1)
+        out.append(torch.cat([image_emb, text_emb], dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
 def extract_shard(job: ShardJob) -> dict[str, Any]:
+    return _clip_pass(job, "clip_score", clip_scores)
+
+
+def extract_embeddings_shard(job: ShardJob) -> dict[str, Any]:
+    return _clip_pass(job, "embedding", clip_embeddings)
+
+
+def _clip_pass(job: ShardJob, key: str, per_shard) -> dict[str, Any]:
+    """One CLIP pass over the job's shard: per_shard(model, tokenizer, images, records, batches, ...) → key."""
     data, inputs = job.data, job.inputs
     shard, n_shards, batch_size, out, threads, device = (job.shard, job.shards, job.batch_size, job.out,
                                                          job.threads, job.device)
@@ -68,11 +100,11 @@ def extract_shard(job: ShardJob) -> dict[str, Any]:
         max_length = model.config.text_config.max_position_embeddings
         images = ImageLoader(data.image_root, processor)
         records = [data.pool[r] for r in rows]
-        return {"clip_score": clip_scores(model, tokenizer, images, records, local, device_for(device), max_length,
-                                          desc=f"clip shard {shard}/{n_shards}")}
+        return {key: per_shard(model, tokenizer, images, records, local, device_for(device), max_length,
+                               desc=f"clip shard {shard}/{n_shards}")}
 
     summary = run_shard([source], compute, rows, out,
                         {"shard": shard, "shards": n_shards, "model": source, "dtype": job.dtype},
                         meta=dtype_meta(job.dtype))
-    log.info("clip scores: %s", json.dumps(summary))
+    log.info("clip %s: %s", key, json.dumps(summary))
     return summary

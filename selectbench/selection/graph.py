@@ -1,6 +1,6 @@
-"""Graph message passing over a k-nearest-neighbour graph, as in D2-Pruning (Maharana et al. 2023):
-kNN search, the forward pass that spreads importance to a node from its neighbours, and the greedy selection
-whose reverse pass lowers the neighbours of every node it takes.
+"""Greedy selection over a k-nearest-neighbour graph: kNN search; D2-Pruning's (Maharana et al. 2023) forward pass
+that spreads importance to a node from its neighbours and greedy selection whose reverse pass lowers the neighbours
+of every node it takes; Self-Filter's (Chen et al. 2024) greedy with its similarity penalty.
 
 A missing neighbour is -1 in `neighbors` (a pool of k rows or fewer, an approximate index that returns fewer than
 k) and is never read as a score.
@@ -42,6 +42,17 @@ def knn(x: np.ndarray, k: int, index: str = "exact", threads: int = 1) -> tuple[
         dist = np.pad(dist, ((0, 0), (0, k - kk + 1)), constant_values=np.inf)
     dist[ids < 0] = np.inf
     return ids.astype(np.int64), dist
+
+def graph_of(x: np.ndarray, k: int, index: str, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """kNN graph (knn) over the rows with a finite embedding; a row without one (not covered by the pass) is isolated:
+    no neighbours, and no one's neighbour."""
+    finite = np.flatnonzero(np.isfinite(x).all(axis=1))
+    neighbors = np.full((len(x), k), -1, np.int64)
+    distances = np.full((len(x), k), np.inf)
+    ids, dist = knn(x[finite], k, index, threads)
+    neighbors[finite] = np.where(ids >= 0, finite[np.maximum(ids, 0)], -1)
+    distances[finite] = dist
+    return neighbors, distances
 
 
 def _exact(x: np.ndarray, kk: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,3 +156,37 @@ def greedy_reverse(scores: np.ndarray, neighbors: np.ndarray, distances: np.ndar
                 current[j] -= w * current[row]
                 heapq.heappush(heap, (-current[j], j))
     return np.array(out, dtype=np.int64)
+
+
+def penalised_greedy(difficulty: np.ndarray, neighbors: np.ndarray, similarity: np.ndarray, n: int,
+                     k_nearest: int, gamma: float) -> tuple[np.ndarray, int]:
+    """Self-Filter's stage 2: n picks of the highest current difficulty (ties by row), each lowering (or, for a
+    negative difficulty, raising) its k_nearest untaken candidates j by γ · d_i · cos_ij². Returns the rows in pick
+    order and how many picks found fewer than k_nearest untaken candidates. Python scalars in the loop: numpy's
+    per-element indexing would make it several times slower at 665k rows."""
+    values = np.asarray(difficulty, np.float64).copy()
+    values[np.isnan(values)] = -np.inf  # unscored rows come last
+    d = values.tolist()
+    taken = bytearray(len(d))
+    version = [0] * len(d)
+    heap = [(-value, row, 0) for row, value in enumerate(d)]
+    heapq.heapify(heap)
+    picks, short = [], 0
+    while len(picks) < n:
+        _, i, v = heapq.heappop(heap)
+        if taken[i] or v != version[i]:
+            continue
+        taken[i] = 1
+        picks.append(i)
+        hit = 0
+        for j, cos in zip(neighbors[i].tolist(), similarity[i].tolist()):
+            if hit == k_nearest:
+                break
+            if j < 0 or taken[j]:
+                continue
+            d[j] -= gamma * d[i] * cos * cos
+            version[j] += 1
+            heapq.heappush(heap, (-d[j], j, version[j]))
+            hit += 1
+        short += hit < k_nearest
+    return np.array(picks, np.int64), int(short)

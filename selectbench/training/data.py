@@ -36,6 +36,13 @@ class SupervisedDataset(Dataset):
         return [len(e.input_ids) if e.has_image else -len(e.input_ids) for e in self.encoded]
 
 
+class RowDataset(SupervisedDataset):
+    """Items carry their index into the records ("row"), for losses that look up per-example inputs."""
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**super().__getitem__(i), "row": i}
+
+
 class Collator:
     """Right-pads a batch; pixel_values holds only the images present, in order (mixed batches work)."""
 
@@ -53,6 +60,8 @@ class Collator:
             labels[row, :n] = torch.tensor(b["labels"])
             mask[row, :n] = 1
         out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if "row" in batch[0]:
+            out["rows"] = torch.tensor([b["row"] for b in batch], dtype=torch.long)
         pictures = [b["image"] for b in batch if b["image"] is not None]
         if pictures:
             out["pixel_values"] = self.images.pixel_values(pictures)

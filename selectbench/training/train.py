@@ -19,7 +19,8 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from selectbench.training.data import Collator, SupervisedDataset
+from selectbench.models.losses import answer_token_targets
+from selectbench.training.data import Collator, RowDataset, SupervisedDataset
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +236,36 @@ class _GroupedTrainer(Trainer):
                                     lengths=keys, generator=generator)
 
 
+class _WeightedLoss:
+    """Trainer mixin: each example's answer-token losses weighted by weighting.weights(rows) (an example weighting
+    network trained with the model, e.g. Self-Filter's score net); the batch's loss is the weighted token sum over
+    its supervised tokens, a per-batch mean the Trainer divides by the accumulation steps."""
+
+    weighting: Any = None
+    loss_is_scaled_for_ga = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rows = inputs.pop("rows")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits, targets, mask = answer_token_targets(outputs.logits, labels)
+        token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        weights = self.weighting.weights(rows.to(token.device))
+        loss = (token * mask * weights[:, None]).sum() / mask.sum().clamp(min=1)
+        return (loss, outputs) if return_outputs else loss
+
+
 def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str, Any], out_dir: Path,
-          seed: int, threads: int = 1, on_finish=None, callbacks: list | None = None):
+          seed: int, threads: int = 1, on_finish=None, callbacks: list | None = None, weighting=None):
     """Train on records; checkpoints (and resume points) go under out_dir/checkpoints. Returns the trained
     model (LoRA merged) and a summary dict. on_finish(trainer), if given, runs after training and before
-    the merge (e.g. to keep the adapter and the optimizer state); callbacks are transformers TrainerCallbacks."""
+    the merge (e.g. to keep the adapter and the optimizer state); callbacks are transformers TrainerCallbacks.
+    weighting, if given, weights each example's loss by a network trained jointly with the model
+    (selectbench.training.self_filter.ScoreNetWeighting: its parameters join the optimizer at the fine-tune's
+    learning rate, its state is saved in every checkpoint and restored on resume)."""
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    dataset = SupervisedDataset(records, template, images)
+    dataset = (RowDataset if weighting is not None else SupervisedDataset)(records, template, images)
     if dataset.fully_masked:
         log.warning("%d of %d examples have no supervised token left after truncation to %d tokens",
                     dataset.fully_masked, len(dataset), template.max_length)
@@ -286,20 +309,28 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
         disable_tqdm=False,
     )
     trainer_cls = _GroupedTrainer if cfg.get("group_by_length") else Trainer
+    optimizer = _optimizer(model, cfg)
+    if weighting is not None:
+        trainer_cls = type("WeightedTrainer", (_WeightedLoss, trainer_cls), {"weighting": weighting})
+        optimizer.add_param_group({"params": list(weighting.parameters()), "lr": cfg["lr"], "weight_decay": 0.0})
     # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
     with args.main_process_first(desc="checkpoint check"):
         last = _resumable_checkpoint(out_dir / "checkpoints", _fingerprint(records, cfg, seed, model))
     prior = _prior_loss_sum(last)
     losses = LossSumInCheckpoints(prior or 0.0)
-    own = [losses] + ([ResumeStateInLastCheckpoint()] if cfg.get("resume_state", "all") == "last" else [])
+    # the weighting saves its state before LossSumInCheckpoints marks a checkpoint complete
+    own = ([weighting.callback()] if weighting is not None else []) + [losses] \
+        + ([ResumeStateInLastCheckpoint()] if cfg.get("resume_state", "all") == "last" else [])
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                           data_collator=Collator(tokenizer.pad_token_id, images),
-                          optimizers=(_optimizer(model, cfg), None), callbacks=own + (callbacks or []))
+                          optimizers=(optimizer, None), callbacks=own + (callbacks or []))
     losses.trainer = trainer
     if last:
         log.info("resuming from %s", last)
     if last and cfg.get("finetune", "full") != "lora":
         _load_weights(model, last)
+    if last and weighting is not None:
+        weighting.load(Path(last))
     result = trainer.train(resume_from_checkpoint=last)
     # the mean over every step, the resumed ones included; rounded, since a resume groups the float sums differently
     train_loss = (round((prior + float(trainer._total_loss_scalar)) / trainer.state.global_step, 10)

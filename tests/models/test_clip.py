@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from selectbench.features import ShardJob
-from selectbench.features.clip_score import extract_shard
+from selectbench.features.clip_score import extract_embeddings_shard, extract_shard
 from selectbench.features.sharding import gather
 from selectbench.embedded.clip import train_clip
 from selectbench.models.clip import encode_texts, load_clip, record_text
@@ -48,6 +48,30 @@ def test_scores_match_a_direct_recomputation(tmp_path, tiny_data, tiny_config, c
                         **encode_texts(tokenizer, [record_text(record)], 77))
         want = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds).item()
         assert scores[row] == pytest.approx(want, abs=1e-5)
+
+
+def test_embeddings_are_unit_image_and_text_halves_and_agree_with_the_scores(tmp_path, tiny_data, clip_dir):
+    """clip_embeddings (Self-Filter's score-net input): [image, text] each of unit norm, zeros for the image of a
+    text-only record; their halves' dot product is the clip_score; shard count changes nothing."""
+    pointer = {"clip_model": clip_dir / "model.json"}
+    score_file = tmp_path / "scores.npz"
+    extract_shard(ShardJob(tiny_data, pointer, {}, {}, 0, 1, 8, score_file, device="cpu"))
+    scores = gather([score_file], len(tiny_data.pool), tmp_path / "scores_all.npz")["clip_score"][:, 0]
+    merged = []
+    for shards in (1, 2):
+        files = [tmp_path / f"e{shards}_{i}.npz" for i in range(shards)]
+        for i, f in enumerate(files):
+            extract_embeddings_shard(ShardJob(tiny_data, pointer, {}, {}, i, shards, 8, f, device="cpu"))
+        merged.append(gather(files, len(tiny_data.pool), tmp_path / f"e{shards}.npz")["embedding"][:, 0])
+    np.testing.assert_array_equal(merged[0], merged[1])
+    emb = merged[0]
+    d = emb.shape[1] // 2
+    image, text = emb[:, :d], emb[:, d:]
+    has_image = np.array(["image" in r for r in tiny_data.pool])
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(image[has_image], axis=1), 1, rtol=1e-5)
+    assert (image[~has_image] == 0).all() and (~has_image).any()
+    np.testing.assert_allclose((image * text).sum(1)[has_image], scores[has_image], atol=1e-5)
 
 
 def test_text_is_truncated_to_the_context_and_ends_with_eos(clip_dir):
