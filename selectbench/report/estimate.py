@@ -9,6 +9,7 @@ Work per job (tokens = examples × tokens_per_example of the dataset):
   feature_shard    pool tokens ÷ shards (× checkpoints for a feature read at every trajectory point)
                                                                     / the feature's figure (feature_work)
   train_target     pool tokens × ratio × epochs                     / target_train
+  self_filter_train pool tokens × epochs (the target's recipe)      / target_train
   evaluate         answers of the job's tasks (lmms-eval limit applied) / generate (or generate_long)
 Jobs of rules that ask for no GPU cost nothing here; a GPU job with no figure is left out with a reason.
 """
@@ -108,6 +109,8 @@ def job_estimates(plan: dict[str, Any], config: dict[str, Any]) -> pd.DataFrame:
             continue
         if rule == "train_target":
             work, name = pool_tokens * float(job.get("ratio", 1.0)) * target["epochs"], "target_train"
+        elif rule == "self_filter_train":  # the score net's cost is nothing beside the 7B model's
+            work, name = pool_tokens * target["epochs"], "target_train"
         elif rule == "proxy_finetune":
             work, name = pool_tokens * proxy["epochs"], "proxy_train"
         elif rule == "gradient_warmup":
@@ -201,7 +204,8 @@ def markdown(jobs: pd.DataFrame, plans: list[dict[str, Any]], config: dict[str, 
              "Estimates from the throughput figures in the config's `gpu_estimate` (not measurements; their sources "
              "are listed below). GPU-hours = the job's work ÷ the figure per GPU, whatever the GPU count.", "",
              f"**Total: {total:,.0f} GPU-hours** (evaluation {share.get('evaluate', 0.0):.0f}%, feature passes "
-             f"{features:.0f}%, subset and full-data training {share.get('train_target', 0.0):.0f}%)", "",
+             f"{features:.0f}%, subset and full-data training "
+             f"{share.get('train_target', 0.0) + share.get('self_filter_train', 0.0):.0f}%)", "",
              "## Per rule", "", _md(rules), ""]
     for dataset, group in jobs.groupby("dataset", sort=False):
         lines += [f"## {dataset}", "", _md(by_rule(group)), ""]

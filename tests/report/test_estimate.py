@@ -92,3 +92,22 @@ def test_scaling_and_markdown_say_what_a_seed_ratio_or_method_adds():
 def test_a_dataset_without_figures_is_an_error():
     with pytest.raises(ValueError, match="gpu_estimate.datasets has no entry for dataset 'other'"):
         job_estimates({**PLAN, "dataset": "other"}, {**CONFIG, "datasets": {"other": {"benchmarks": []}}})
+
+
+def test_training_on_the_whole_pool_to_select_is_priced_as_a_full_training():
+    """Self-Filter's stage 1 and the full-data target's statistics pass (HL / MP as the XMAS paper scores them)."""
+    config = {**CONFIG, "gpu_estimate": {
+        **CONFIG["gpu_estimate"],
+        "throughput": {**CONFIG["gpu_estimate"]["throughput"], "target_forward": {"tokens_per_s": 40}},
+        "feature_work": {**CONFIG["gpu_estimate"]["feature_work"],
+                         "target_token_stats": {"figure": "target_forward"}}}}
+    plan = {"dataset": "d", "reference": "full", "jobs": [
+        _job("self_filter_train", "self_filter_train", "shared", gpus=8, instance="self_filter"),
+        _job("train_target_full_r1_s0", "train_target", "shared", gpus=8, instance="hl"),
+        _job("feature_target_token_stats_default_shard0-of-4", "feature_shard", "shared", instance="hl",
+             feature="target_token_stats")]}
+    hours = job_estimates(plan, config).set_index("job").gpu_hours
+    tokens = 1000 * 100
+    assert hours["self_filter_train"] == pytest.approx(tokens / 10 / 3600)
+    assert hours["train_target_full_r1_s0"] == pytest.approx(tokens / 10 / 3600)   # a shared job: ratio 1
+    assert hours["feature_target_token_stats_default_shard0-of-4"] == pytest.approx(tokens / 4 / 40 / 3600)

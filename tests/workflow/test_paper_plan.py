@@ -237,10 +237,16 @@ def test_builtin_evaluator_refuses_lmms_task_names(tmp_path):
 
 
 def test_gpu_estimate_prices_the_paper_grid_before_anything_runs(tmp_path):
-    """`snakemake --profile slurm gpu_estimate` runs one local job that prices every planned GPU job."""
+    """`snakemake --profile slurm gpu_estimate` runs one local job that prices every planned GPU job, here with the
+    whole comparison set (config/paper_comparison.yaml) on top: every feature pass, both full-data trainings to
+    select (the reference run for HL / MP, Self-Filter's stage 1) and each subset's training and evaluation."""
     import pandas as pd
 
+    from selectbench.selection.registry import discover, expand
+
+    overlay = ROOT / "config" / "paper_comparison.yaml"
     run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--profile", "slurm",
+                          "--configfile", str(ROOT / "config" / "paper.yaml"), str(overlay),
                           "--directory", str(tmp_path), "gpu_estimate"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
@@ -250,9 +256,13 @@ def test_gpu_estimate_prices_the_paper_grid_before_anything_runs(tmp_path):
     text = (tmp_path / "results" / "plan" / "gpu_hours.md").read_text()
     assert not jobs.gpu_hours.isna().any(), jobs[jobs.gpu_hours.isna()]
     assert f"**Total: {jobs.gpu_hours.sum():,.0f} GPU-hours**" in text
-    models = sum(len(d["ratios"]) for d in PAPER["datasets"].values()) * len(PAPER["methods"]) \
+    methods = {**PAPER["methods"], **yaml.safe_load(overlay.read_text())["methods"]}
+    instances = [i for i in expand(methods, discover(str(ROOT / "methods"))) if i.method != "full"]
+    assert len(instances) == len(methods) + 1 - ("full" in methods)  # perplexity both ways
+    models = sum(len(d["ratios"]) for d in PAPER["datasets"].values()) * len(instances) \
         * len(PAPER["seeds"]) + len(PAPER["datasets"]) * len(PAPER["reference_seeds"])
     assert (jobs.rule == "train_target").sum() == models
+    assert (jobs.rule == "self_filter_train").sum() == len(PAPER["datasets"])
     tasks = {len(d["benchmarks"]) for d in PAPER["datasets"].values()}
     assert (jobs.rule == "evaluate").sum() == models * tasks.pop()          # per-task evaluate jobs
     assert "104 checkpoints" in set(jobs.note.dropna())                       # the released cadence at 665k
