@@ -56,10 +56,7 @@ class ScoreNetWeighting:
         return self.net(self.features[rows.cpu()].to(device))[:, 0]
 
     def weights(self, rows: torch.Tensor) -> torch.Tensor:
-        if self.net.weight.device != rows.device:
-            self.net.to(rows.device)
-        scores = self.scores(rows)
-        return torch.softmax(scores, dim=0) * len(rows)
+        return torch.softmax(self.scores(rows), dim=0) * len(rows)
 
     def vector(self) -> np.ndarray:
         return self.net.weight.detach().cpu().numpy()[0].astype(np.float64)

@@ -312,6 +312,8 @@ def train(model, tokenizer, template, images, records: list[dict], cfg: dict[str
     optimizer = _optimizer(model, cfg)
     if weighting is not None:
         trainer_cls = type("WeightedTrainer", (_WeightedLoss, trainer_cls), {"weighting": weighting})
+        # on the training device before the optimizer (or a resumed optimizer state) sees its parameters
+        weighting.net.to(args.device)
         optimizer.add_param_group({"params": list(weighting.parameters()), "lr": cfg["lr"], "weight_decay": 0.0})
     # under torchrun every rank runs this; the main process clears foreign checkpoints before the others look
     with args.main_process_first(desc="checkpoint check"):
