@@ -19,8 +19,9 @@ from selectbench.io import atomic_file
 MISSING = "—"
 RELATIVE = "relative"      # the suite_benchmarks value of a published relative-performance figure (ARP, Rel.)
 SOURCE_WIDE = "*"          # the protocols file's row that describes a whole source
-# published method names the suite calls otherwise: the XMAS figure's "MP" is middle-band perplexity, the
-# suite's perplexity default
+# published method names the suite calls otherwise: the XMAS figure's "MP" is middle-band perplexity (scored there
+# by the full-data target: the suite's perplexity with model target_full; its default scores with the proxy, which
+# the published table's note on differing settings covers)
 METHODS = {"perplexity_middle": "perplexity"}
 LEGEND = ("Columns are never comparable cell for cell across protocols: each header names how its numbers were "
           "obtained (harness, split, prompt, judge), and a suite column and a published column of the same "
