@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection
+from selectbench.selection.checks import flag, integer, is_integer, number, one_of
 from selectbench.selection.clustering import kmeans
 from selectbench.selection.coincide import allocate, greedy_mmd, kernel_column_sums, transferability
 
@@ -46,28 +47,22 @@ class Coincide(Method):
 
     @classmethod
     def check(cls, params):
-        for key in ("temperature", "sigma"):
-            if not _number(params[key]) or params[key] <= 0:
-                raise ValueError(f"{key} must be a positive number, got {params[key]!r}")
-        if not _number(params["transfer_threshold"]) or not -1 <= params["transfer_threshold"] <= 1:
-            raise ValueError(f"transfer_threshold must be a cosine in [-1, 1], got {params['transfer_threshold']!r}")
-        for key, low in (("clusters", 2), ("projection", 2)):
-            if params[key] is not None and (not _integer(params[key]) or params[key] < low):
-                raise ValueError(f"{key} must be null or an integer ≥ {low}, got {params[key]!r}")
+        number(params, "temperature", strict=True)
+        number(params, "sigma", strict=True)
+        number(params, "transfer_threshold", low=-1, high=1)  # a cosine
+        integer(params, "clusters", low=2, optional=True)
+        integer(params, "projection", low=2, optional=True)
         if params["projection"] is not None and params["projection"] % 2:
             raise ValueError(f"projection must be even (half for the image part, half for the text), got "
                              f"{params['projection']}")
         layers = params["layers"]
-        if (not isinstance(layers, list) or not layers or any(not _integer(i) or i < 0 for i in layers)
+        if (not isinstance(layers, list) or not layers or any(not is_integer(i) or i < 0 for i in layers)
                 or len(set(layers)) != len(layers)):
             raise ValueError(f"layers must be a non-empty list of distinct non-negative layer indices (in the "
                              f"config a list is a grid: write [[3, 7, 11]]), got {layers!r}")
-        if not _integer(params["kmeans_iterations"]) or params["kmeans_iterations"] < 1:
-            raise ValueError(f"kmeans_iterations must be a positive integer, got {params['kmeans_iterations']!r}")
-        if not isinstance(params["kmeans_gpu"], bool):
-            raise ValueError(f"kmeans_gpu must be true or false, got {params['kmeans_gpu']!r}")
-        if params["kmeans_backend"] not in ("auto", "faiss", "sklearn"):
-            raise ValueError(f"kmeans_backend must be auto, faiss or sklearn, got {params['kmeans_backend']!r}")
+        integer(params, "kmeans_iterations")
+        flag(params, "kmeans_gpu")
+        one_of(params, "kmeans_backend", ("auto", "faiss", "sklearn"))
 
     @classmethod
     def feature_spec(cls, feature, params):
@@ -116,14 +111,6 @@ class Coincide(Method):
             "taken_per_cluster": {str(c): [int(sizes[c]), int(taken[c])] for c in order if taken[c]},
             "transferability": [float(transfer.min()), float(transfer.max())],
             "density": [float(density.min()), float(density.max())]})
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # YAML's true is an int to isinstance
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def project(x: np.ndarray, dim: int, seed: int) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection
+from selectbench.selection.checks import integer, number, one_of
 from selectbench.selection.graph import INDEXES, forward_scores, graph_of, greedy_reverse
 
 EMBEDDINGS = ("mean", "last")
@@ -44,15 +45,11 @@ class D2Pruning(Method):
 
     @classmethod
     def check(cls, params):
-        if not isinstance(params["k"], int) or isinstance(params["k"], bool) or params["k"] < 1:
-            raise ValueError(f"k must be a positive integer, got {params['k']!r}")
-        for key in ("gamma_forward", "gamma_reverse"):
-            if not isinstance(params[key], (int, float)) or isinstance(params[key], bool) or params[key] < 0:
-                raise ValueError(f"{key} must be a number ≥ 0, got {params[key]!r}")
-        if params["embedding"] not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {params['embedding']!r}")
-        if params["index"] not in INDEXES:
-            raise ValueError(f"index must be one of {list(INDEXES)}, got {params['index']!r}")
+        integer(params, "k")
+        number(params, "gamma_forward")
+        number(params, "gamma_reverse")
+        one_of(params, "embedding", EMBEDDINGS)
+        one_of(params, "index", INDEXES)
 
     def score(self, ctx):
         p = ctx.params

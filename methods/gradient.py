@@ -14,6 +14,7 @@ import numpy as np
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection, band_indices, check_band
+from selectbench.selection.checks import one_of
 from selectbench.selection.clustering import kmeans
 
 TARGETS = ("none", "self", "validation")
@@ -72,11 +73,9 @@ class Gradient(Method):
 
     @classmethod
     def check(cls, params):
-        if params["target"] not in TARGETS:
-            raise ValueError(f"target must be one of {list(TARGETS)}, got {params['target']!r}")
+        one_of(params, "target", TARGETS)
         check_band(params)
-        if params["aggregate"] not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {list(AGGREGATES)}, got {params['aggregate']!r}")
+        one_of(params, "aggregate", AGGREGATES)
         if params["aggregate"] == "balanced" and (params["target"] != "validation" or params["band"] != "high"):
             raise ValueError("aggregate: balanced shares the budget among validation tasks: it needs target "
                              "validation and band high")

@@ -25,6 +25,7 @@ import numpy as np
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection
+from selectbench.selection.checks import integer, number, one_of
 from selectbench.selection.graph import INDEXES, graph_of, penalised_greedy
 
 
@@ -35,17 +36,10 @@ class SelfFilter(Method):
 
     @classmethod
     def check(cls, params):
-        for key in ("k_nearest", "candidates"):
-            value = params[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if params["candidates"] < params["k_nearest"]:
-            raise ValueError(f"candidates ({params['candidates']}) must be at least k_nearest "
-                             f"({params['k_nearest']})")
-        if not isinstance(params["gamma"], (int, float)) or isinstance(params["gamma"], bool) or params["gamma"] < 0:
-            raise ValueError(f"gamma must be a number ≥ 0, got {params['gamma']!r}")
-        if params["index"] not in INDEXES:
-            raise ValueError(f"index must be one of {list(INDEXES)}, got {params['index']!r}")
+        integer(params, "k_nearest")
+        integer(params, "candidates", low=params["k_nearest"])
+        number(params, "gamma")
+        one_of(params, "index", INDEXES)
 
     def score(self, ctx):
         from selectbench.training.self_filter import read_score_net

@@ -25,6 +25,7 @@ singleton clusters where nothing can be a duplicate.
 import numpy as np
 
 from selectbench.selection.base import Selection
+from selectbench.selection.checks import flag
 from selectbench.selection.embedding_clusters import EmbeddingClusterMethod, spherical_kmeans
 
 PAPER_POOL, PAPER_CLUSTERS = 665_298, 10_000  # LLaVA-665k and COINCIDE's --ncentroids for it
@@ -76,8 +77,7 @@ class SemDeDup(EmbeddingClusterMethod):
     @classmethod
     def check(cls, params):
         super().check(params)
-        if not isinstance(params["keep_hard"], bool):
-            raise ValueError(f"keep_hard must be true or false, got {params['keep_hard']!r}")
+        flag(params, "keep_hard")
 
     def select(self, ctx, scores, n, seed):
         p = ctx.params

@@ -15,6 +15,7 @@ import numpy as np
 from selectbench.features.sharding import load_npz
 from selectbench.selection.balanced import balanced_sample
 from selectbench.selection.base import Method, Selection
+from selectbench.selection.checks import integer, one_of
 from selectbench.selection.clustering import kmeans
 from selectbench.selection.trajectory import choose_checkpoints, instability, trajectory_matrix
 
@@ -57,11 +58,9 @@ class XMAS(Method):
                    "order": ("stable", "random"), "kmeans_backend": ("auto", "faiss", "sklearn"),
                    "skip_after_image": (None, 0, 1), "kmeans_rows": (None, "all", "image")}
         for key, allowed in choices.items():
-            if params[key] not in allowed:
-                raise ValueError(f"{key} must be one of {[a for a in allowed if a]}, got {params[key]!r}")
+            one_of(params, key, allowed)
         for key in ("k", "clusters", "min_cluster_size", "kmeans_iterations", "kmeans_restarts"):
-            if not isinstance(params[key], int) or params[key] < 1:
-                raise ValueError(f"{key} must be a positive integer, got {params[key]!r}")
+            integer(params, key)
 
     @staticmethod
     def resolved(params):

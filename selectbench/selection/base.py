@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from selectbench.features import FEATURES
+from selectbench.selection.checks import one_of
 
 # Shared artifacts a method may require, produced once per dataset by the rules (rules/common.smk maps each
 # name to its file). Features (selectbench.features) are artifacts too, computed once per spec.
@@ -111,8 +112,7 @@ BANDS = ("low", "middle", "high")
 
 
 def check_band(params: dict[str, Any]) -> None:
-    if params["band"] not in BANDS:
-        raise ValueError(f"band must be one of {list(BANDS)}, got {params['band']!r}")
+    one_of(params, "band", BANDS)
 
 
 def band_indices(scores: np.ndarray, n: int, band: str) -> np.ndarray:

@@ -44,5 +44,6 @@ def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 100, backend: str = "a
 
         if spherical:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return KMeans(n_clusters=k, n_init=n_init, max_iter=niter, random_state=int(seed)).fit_predict(x).astype(np.int64)
+        km = KMeans(n_clusters=k, n_init=n_init, max_iter=niter, random_state=int(seed))
+        return km.fit_predict(x).astype(np.int64)
     raise ValueError(f"backend must be auto, faiss or sklearn, got {backend!r}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method
+from selectbench.selection.checks import checkpoint_index, integer, one_of
 
 if TYPE_CHECKING:  # torch is imported where used: the Snakefile discovers methods/ at planning time
     import torch
@@ -112,20 +113,12 @@ class EmbeddingClusterMethod(Method):
 
     @classmethod
     def check(cls, params):
-        if params["embedding"] not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {params['embedding']!r}")
-        clusters = params["clusters"]
-        if clusters is not None and (not isinstance(clusters, int) or isinstance(clusters, bool) or clusters < 1):
-            raise ValueError(f"clusters must be a positive integer or null, got {clusters!r}")
-        iterations = params["kmeans_iterations"]
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise ValueError(f"kmeans_iterations must be a positive integer, got {iterations!r}")
-        if params["seed"] is not None and not isinstance(params["seed"], int):
-            raise ValueError(f"seed must be an integer or null, got {params['seed']!r}")
-        if not isinstance(params["checkpoint"], int):
-            raise ValueError(f"checkpoint must be an index into the proxy's checkpoints, got {params['checkpoint']!r}")
-        if params["device"] not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {params['device']!r}")
+        one_of(params, "embedding", EMBEDDINGS)
+        integer(params, "clusters", optional=True)
+        integer(params, "kmeans_iterations")
+        integer(params, "seed", low=0, optional=True)
+        checkpoint_index(params)
+        one_of(params, "device", ("auto", "cpu", "cuda"))
 
     @classmethod
     def feature_spec(cls, feature, params):

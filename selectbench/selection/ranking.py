@@ -10,6 +10,7 @@ import numpy as np
 
 from selectbench.features.sharding import load_npz
 from selectbench.selection.base import Method, Selection, band_indices, check_band
+from selectbench.selection.checks import checkpoint_index, one_of
 
 
 class FeatureRanking(Method):
@@ -50,10 +51,8 @@ class ProxyStatisticRanking(FeatureRanking):
     @classmethod
     def check(cls, params):
         super().check(params)
-        if params["model"] not in cls.MODELS:
-            raise ValueError(f"model must be one of {list(cls.MODELS)}, got {params['model']!r}")
-        if not isinstance(params["checkpoint"], int) or isinstance(params["checkpoint"], bool):
-            raise ValueError(f"checkpoint must be an index into the proxy's checkpoints, got {params['checkpoint']!r}")
+        one_of(params, "model", cls.MODELS)
+        checkpoint_index(params)
         if params["model"] == "target_full" and params["checkpoint"] != -1:
             raise ValueError("checkpoint indexes the proxy's checkpoints; model target_full has one model "
                              f"(leave checkpoint at -1, got {params['checkpoint']!r})")

@@ -1,4 +1,5 @@
-"""Discovery of method plug-ins in methods/ (and any folder `method_dirs` adds) and expansion of their parameter grids into instances."""
+"""Discovery of method plug-ins in methods/ (and any folder `method_dirs` adds) and expansion of their parameter
+grids into instances."""
 
 from __future__ import annotations
 

@@ -44,8 +44,8 @@ def score(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instanc
         "arrays": sorted(arrays), **provenance()})
 
 
-def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instance: Instance, scores_path: Path, ratio: float,
-           seed: int, out: Path) -> dict:
+def select(methods_dir: str | Sequence[str], data: DataDir, dataset: str, instance: Instance, scores_path: Path,
+           ratio: float, seed: int, out: Path) -> dict:
     """Pick exactly round(ratio × N) distinct rows; write {ids, rows} and a sidecar with full provenance."""
     ctx = _context(data, dataset, instance, {}, 1)
     arrays = load_npz(scores_path)
