@@ -32,46 +32,58 @@ def model_source(pointer: Path) -> str:
     return json.loads(Path(pointer).read_text())["source"]
 
 
+def _text_features(model, tokenizer, recs: list[dict], device: torch.device, max_length: int) -> torch.Tensor:
+    """CLIP's pooled text embeddings of the records' conversation text, float32."""
+    text = encode_texts(tokenizer, [record_text(r) for r in recs], max_length)
+    emb = model.get_text_features(**{k: v.to(device) for k, v in text.items()})
+    return getattr(emb, "pooler_output", emb).float()
+
+
+def _image_features(model, images: ImageLoader, recs: list[dict], device: torch.device) -> torch.Tensor:
+    """CLIP's pooled image embeddings of records that have an image, float32."""
+    pixels = images.pixel_values([images.load(r["image"], r.get("id")) for r in recs])
+    emb = model.get_image_features(pixel_values=pixels.to(device))
+    return getattr(emb, "pooler_output", emb).float()
+
+
 @torch.inference_mode()
+def _per_batch(model, records: list[dict], batches: list[np.ndarray], device: torch.device, desc: str,
+               compute) -> list[np.ndarray]:
+    """compute(records of the batch) for every batch, the model on device."""
+    model.to(device)
+    return [compute([records[i] for i in batch]) for batch in tqdm(batches, desc=desc, mininterval=10)]
+
+
 def clip_scores(model, tokenizer, images: ImageLoader, records: list[dict], batches: list[np.ndarray],
                 device: torch.device, max_length: int, desc: str = "") -> np.ndarray:
-    model.to(device)
-    out = []
-    for batch in tqdm(batches, desc=desc, mininterval=10):
-        recs = [records[i] for i in batch]
+    def compute(recs: list[dict]) -> np.ndarray:
         scores = np.full(len(recs), np.nan, dtype=np.float32)
         with_image = [i for i, r in enumerate(recs) if "image" in r]
         if with_image:
-            pixels = images.pixel_values([images.load(recs[i]["image"], recs[i].get("id")) for i in with_image])
-            text = encode_texts(tokenizer, [record_text(recs[i]) for i in with_image], max_length)
-            image_emb = model.get_image_features(pixel_values=pixels.to(device))
-            text_emb = model.get_text_features(**{k: v.to(device) for k, v in text.items()})
-            image_emb = getattr(image_emb, "pooler_output", image_emb)
-            text_emb = getattr(text_emb, "pooler_output", text_emb)
-            cos = torch.nn.functional.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
+            pictured = [recs[i] for i in with_image]
+            cos = torch.nn.functional.cosine_similarity(_image_features(model, images, pictured, device),
+                                                        _text_features(model, tokenizer, pictured, device,
+                                                                       max_length), dim=-1)
             scores[with_image] = cos.cpu().numpy()
-        out.append(scores)
+        return scores
+
+    out = _per_batch(model, records, batches, device, desc, compute)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-@torch.inference_mode()
 def clip_embeddings(model, tokenizer, images: ImageLoader, records: list[dict], batches: list[np.ndarray],
                     device: torch.device, max_length: int, desc: str = "") -> np.ndarray:
     """(n, 2d): [unit image embedding, unit text embedding] per record (image half 0 without an image)."""
-    model.to(device)
-    out = []
-    for batch in tqdm(batches, desc=desc, mininterval=10):
-        recs = [records[i] for i in batch]
-        text = encode_texts(tokenizer, [record_text(r) for r in recs], max_length)
-        text_emb = model.get_text_features(**{k: v.to(device) for k, v in text.items()})
-        text_emb = torch.nn.functional.normalize(getattr(text_emb, "pooler_output", text_emb).float(), dim=-1)
+    def compute(recs: list[dict]) -> np.ndarray:
+        text_emb = torch.nn.functional.normalize(_text_features(model, tokenizer, recs, device, max_length), dim=-1)
         image_emb = torch.zeros_like(text_emb)
         with_image = [i for i, r in enumerate(recs) if "image" in r]
         if with_image:
-            pixels = images.pixel_values([images.load(recs[i]["image"], recs[i].get("id")) for i in with_image])
-            emb = model.get_image_features(pixel_values=pixels.to(device))
-            image_emb[with_image] = torch.nn.functional.normalize(getattr(emb, "pooler_output", emb).float(), dim=-1)
-        out.append(torch.cat([image_emb, text_emb], dim=-1).cpu().numpy())
+            image_emb[with_image] = torch.nn.functional.normalize(
+                _image_features(model, images, [recs[i] for i in with_image], device), dim=-1)
+        return torch.cat([image_emb, text_emb], dim=-1).cpu().numpy()
+
+    out = _per_batch(model, records, batches, device, desc, compute)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
