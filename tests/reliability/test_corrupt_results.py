@@ -284,10 +284,13 @@ def test_a_foreign_feature_shard_is_named_by_the_gather(tmp_path, arrays, messag
 
 
 def _context(data, **artifacts):
+    """perplexity's context at its default parameters, as the score step builds it."""
     from selectbench.selection.base import Context
+    from selectbench.selection.registry import discover, expand
+    from tests.conftest import ROOT
 
-    return Context(dataset="d", pool=data.pool, image_root=data.image_root, artifacts=artifacts,
-                   params={"band": "middle"})
+    params = expand({"perplexity": {}}, discover([str(ROOT / "methods")]))[0].param_dict
+    return Context(dataset="d", pool=data.pool, image_root=data.image_root, artifacts=artifacts, params=params)
 
 
 @pytest.mark.parametrize("corrupt", [c[1] for c in CORRUPTIONS], ids=[c[0] for c in CORRUPTIONS])
