@@ -12,7 +12,7 @@ the full-data reference, plus the score net), so Self-Filter costs more than tra
 table counts it.
 Departures, and why:
   * the k_nearest rows are found among each row's `candidates` nearest neighbours (exact kNN on the unit features,
-    computed once in score()), not by sorting all N similarities at every pick (N · n: days on a CPU at
+    computed once in score()), not by sorting all N similarities at every pick (N · n: weeks on a CPU at
     LLaVA-665k); a pick whose candidates are all taken penalises fewer than k_nearest rows, counted in the
     sidecar as `short_picks`;
   * the greedy runs on a heap with lazy updates instead of re-sorting the whole pool per pick (the same picks);
@@ -44,14 +44,15 @@ class SelfFilter(Method):
     def score(self, ctx):
         from selectbench.training.self_filter import read_score_net
 
-        f = load_npz(ctx.artifacts["clip_embeddings"], ["embedding"])["embedding"][:, 0].astype(np.float64)
-        w = read_score_net(ctx.artifacts["self_filter_scorer"])
+        # float32 throughout: 665k × 1,536 is 4 GB, twice that in float64
+        f = load_npz(ctx.artifacts["clip_embeddings"], ["embedding"])["embedding"][:, 0].astype(np.float32, copy=False)
+        w = read_score_net(ctx.artifacts["self_filter_scorer"]).astype(np.float32)
         if w.shape != (f.shape[1],):
             raise ValueError(f"{ctx.artifacts['self_filter_scorer']}: score net of width {w.shape}, features "
                              f"{f.shape[1]}")
         unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
         neighbors, distances = graph_of(unit, ctx.params["candidates"], ctx.params["index"], ctx.threads)
-        return {"difficulty": -(f @ w), "neighbors": neighbors,
+        return {"difficulty": -(f @ w).astype(np.float64), "neighbors": neighbors,
                 "similarity": np.where(neighbors >= 0, 1.0 - distances / 2.0, 0.0)}  # ‖a − b‖² = 2 − 2 cos
 
     def select(self, ctx, scores, n, seed):
