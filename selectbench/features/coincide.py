@@ -13,8 +13,8 @@ padding, so batch-dependent) and their text half is NaN, then 0. Here their imag
 half is the mean over every non-padding token (the system prompt included: there is no image to start after).
 
 Output of one shard: rows, coincide (n, 1, 2·L·d) float32, layer-major with [image, text] inside each layer as
-the release lays it out, n_image (n, 1), n_text (n, 1) tokens pooled, meta_layers (L,) the layers used; the second axis is the
-one checkpoint used. float32, not the release's float16: at the embedded scale memory is no concern.
+the release lays it out, n_image (n, 1), n_text (n, 1) tokens pooled, meta_layers (L,) the layers used; the second
+axis is the one checkpoint used. float32, not the release's float16: at the embedded scale memory is no concern.
 """
 
 from __future__ import annotations

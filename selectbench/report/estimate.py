@@ -107,10 +107,9 @@ def job_estimates(plan: dict[str, Any], config: dict[str, Any]) -> pd.DataFrame:
                          "figure": "generate" + (" + generate_long" if long_tasks & set(tasks) else ""),
                          "gpu_hours": seconds / 3600})
             continue
-        if rule == "train_target":
+        # Self-Filter's stage 1 trains on the whole pool (no ratio: 1); its score net costs nothing beside the model
+        if rule in ("train_target", "self_filter_train"):
             work, name = pool_tokens * float(job.get("ratio", 1.0)) * target["epochs"], "target_train"
-        elif rule == "self_filter_train":  # the score net's cost is nothing beside the 7B model's
-            work, name = pool_tokens * target["epochs"], "target_train"
         elif rule == "proxy_finetune":
             work, name = pool_tokens * proxy["epochs"], "proxy_train"
         elif rule == "gradient_warmup":

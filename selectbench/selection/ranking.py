@@ -14,7 +14,8 @@ from selectbench.selection.checks import checkpoint_index, one_of
 
 
 class FeatureRanking(Method):
-    """Subclasses set name, feature, statistic (a column of the feature), requires and parameters['band']."""
+    """Subclasses set name, feature (or feature_for), statistic (a column of the feature), requires and
+    parameters['band']."""
 
     feature: ClassVar[str]
     statistic: ClassVar[str]
@@ -24,8 +25,14 @@ class FeatureRanking(Method):
     def check(cls, params):
         check_band(params)
 
+    @classmethod
+    def feature_for(cls, params: dict[str, Any]) -> str:
+        """The feature these parameters rank by: `feature`, unless a subclass chooses among several."""
+        return cls.feature
+
     def score(self, ctx):
-        values = load_npz(ctx.artifacts[self.feature], [self.statistic])[self.statistic][:, 0]
+        feature = self.feature_for(ctx.params)
+        values = load_npz(ctx.artifacts[feature], [self.statistic])[self.statistic][:, 0]
         return {self.statistic: values}
 
     def select(self, ctx, scores, n, seed):
@@ -42,7 +49,6 @@ class ProxyStatisticRanking(FeatureRanking):
     on the whole pool, i.e. the full-data reference run, as the XMAS paper scores HL and MP: no cheaper than
     training on everything, which the cost table shows)."""
 
-    feature = "proxy_token_stats"
     requires = ("proxy_token_stats", "target_token_stats")
     parameters: ClassVar[dict[str, Any]] = {"band": "middle", "model": "proxy", "checkpoint": -1}
 
@@ -58,17 +64,16 @@ class ProxyStatisticRanking(FeatureRanking):
                              f"(leave checkpoint at -1, got {params['checkpoint']!r})")
 
     @classmethod
+    def feature_for(cls, params):
+        return cls.MODELS[params["model"]]
+
+    @classmethod
     def required(cls, params):
-        return (cls.MODELS[params["model"]],)
+        return (cls.feature_for(params),)
 
     @classmethod
     def feature_spec(cls, feature, params):
         return {"checkpoint": params["checkpoint"]} if feature == "proxy_token_stats" else {}
-
-    def score(self, ctx):
-        feature = self.MODELS[ctx.params["model"]]
-        values = load_npz(ctx.artifacts[feature], [self.statistic])[self.statistic][:, 0]
-        return {self.statistic: values}
 
     def select(self, ctx, scores, n, seed):
         selection = super().select(ctx, scores, n, seed)

@@ -4,19 +4,17 @@ proxy_token_stats and proxy_embeddings features of the tiny proxy."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from selectbench.features import ShardJob
-from selectbench.features.sharding import gather
 from selectbench.selection.base import Context
 from selectbench.selection.graph import forward_scores, greedy_reverse, knn
 from selectbench.selection.registry import MethodError, discover, expand
 from tests.features.conftest import proxy_run  # noqa: F401  (fixture: a tiny random-weight proxy on disk)
+from tests.methods.conftest import one_shard_feature, select_twice
 
 METHODS = str(Path(__file__).resolve().parents[2] / "methods")
 INF = np.inf
@@ -171,14 +169,11 @@ def test_bad_parameters_are_rejected_when_planning(d2, bad, message):
 def test_scores_and_selects_the_tiny_pool_with_real_features(tmp_path, tiny_data, tiny_config, proxy_run):  # noqa: F811
     from selectbench.features.embeddings import extract_shard as embed_shard
     from selectbench.features.token_stats import extract_shard as stats_shard
-    from selectbench.selection.run import score, select
+    from selectbench.selection.run import score
 
-    artifacts = {}
-    for name, extract in (("proxy_token_stats", stats_shard), ("proxy_embeddings", embed_shard)):
-        extract(ShardJob(tiny_data, {"proxy_checkpoints": proxy_run["listing"]}, {}, tiny_config["models"]["proxy"],
-                         0, 1, 8, tmp_path / f"{name}_s0.npz", device="cpu"))
-        gather([tmp_path / f"{name}_s0.npz"], len(tiny_data.pool), tmp_path / f"{name}.npz")
-        artifacts[name] = str(tmp_path / f"{name}.npz")
+    artifacts = {name: str(one_shard_feature(extract, tiny_data, tiny_config["models"]["proxy"], proxy_run["listing"],
+                                             tmp_path, name))
+                 for name, extract in (("proxy_token_stats", stats_shard), ("proxy_embeddings", embed_shard))}
     instance = expand({"d2_pruning": {}}, discover(METHODS))[0]
     scores = tmp_path / "scores.npz"
     score(METHODS, tiny_data, "digits", instance, artifacts, scores)
@@ -186,9 +181,4 @@ def test_scores_and_selects_the_tiny_pool_with_real_features(tmp_path, tiny_data
         np.testing.assert_array_equal(z["importance"], np.nan_to_num(s["margin"][:, 0].astype(np.float64)))
         assert (z["neighbors"] >= 0).all() and (z["neighbors"] != np.arange(len(tiny_data.pool))[:, None]).all()
     for ratio in (0.1, 0.5):
-        out = tmp_path / f"r{ratio}.json"
-        meta = select(METHODS, tiny_data, "digits", instance, scores, ratio, 0, out)
-        rows = json.loads(out.read_text())["rows"]
-        assert len(rows) == len(set(rows)) == meta["size"] == round(ratio * len(tiny_data.pool))
-        select(METHODS, tiny_data, "digits", instance, scores, ratio, 1, tmp_path / "again.json")
-        assert json.loads((tmp_path / "again.json").read_text())["rows"] == rows, "no randomness"
+        select_twice(tiny_data, instance, scores, ratio, tmp_path, 1, "no randomness")

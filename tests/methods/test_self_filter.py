@@ -93,7 +93,8 @@ def test_a_score_net_of_another_width_is_refused(tmp_path, self_filter):
         self_filter().score(ctx)
 
 
-@pytest.mark.parametrize("bad, message", [({"k_nearest": 0}, "k_nearest"), ({"candidates": 5}, "candidates must be an integer ≥ 10"),
+@pytest.mark.parametrize("bad, message", [({"k_nearest": 0}, "k_nearest"),
+                                          ({"candidates": 5}, "candidates must be an integer ≥ 10"),
                                           ({"gamma": -1}, "gamma"), ({"index": "ivf"}, "index")])
 def test_bad_parameters_are_rejected_when_planning(self_filter, bad, message):
     with pytest.raises(MethodError, match=message):
